@@ -1,0 +1,18 @@
+"""Talking to the broker directly, outside of task calls."""
+
+from config.celery import app
+
+# celery_healthcheck's reply queue: not durable, deleted when the command is
+# done, and on RabbitMQ expired by the broker a minute after it was last used
+# should the command die first. Both ends must declare it identically.
+REPLY_QUEUE_OPTIONS = {
+    "queue_opts": {"durable": False, "auto_delete": True},
+    "queue_args": {"x-expires": 60_000},
+    "exchange_opts": {"durable": False, "auto_delete": True},
+}
+
+
+def ensure_broker(timeout: float = 2.0) -> None:
+    """Connect to the broker once, or raise kombu.exceptions.OperationalError."""
+    with app.connection_for_write(connect_timeout=timeout) as connection:
+        connection.ensure_connection(max_retries=1, interval_start=0, timeout=timeout)

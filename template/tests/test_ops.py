@@ -1,0 +1,96 @@
+from datetime import timedelta
+from unittest import mock
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.test import override_settings
+from django.utils import timezone
+from kombu.exceptions import OperationalError
+
+from ops import checks, tasks
+from ops.models import DeadLetter
+
+pytestmark = pytest.mark.django_db
+
+
+def test_healthcheck_gets_a_reply_from_every_queue(settings, capsys):
+    call_command("celery_healthcheck", "--timeout", "5")
+    out = capsys.readouterr().out
+    for queue in settings.CELERY_TASK_QUEUES:
+        assert f"{queue.name}  " in out
+    assert out.count(" ok ") == len(settings.CELERY_TASK_QUEUES)
+
+
+def test_healthcheck_checks_only_the_named_queue(settings, capsys):
+    first = settings.CELERY_TASK_QUEUES[0].name
+    call_command("celery_healthcheck", "--queue", first, "--timeout", "5")
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(first)
+
+
+def test_healthcheck_fails_when_a_queue_does_not_answer(capsys):
+    with (
+        mock.patch.object(tasks.ping, "apply_async"),
+        pytest.raises(CommandError, match="no reply"),
+    ):
+        call_command("celery_healthcheck", "--timeout", "0.5")
+    assert "TIMEOUT" in capsys.readouterr().out
+
+
+def test_healthcheck_rejects_an_unknown_queue():
+    with pytest.raises(CommandError, match="unknown queue"):
+        call_command("celery_healthcheck", "--queue", "no-such-queue")
+
+
+def test_healthz_reports_ok(client):
+    with mock.patch("ops.views.ensure_broker"):
+        response = client.get("/healthz/")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "checks": {"database": "ok", "broker": "ok"}}
+
+
+def test_healthz_reports_a_broker_outage(client):
+    with mock.patch("ops.views.ensure_broker", side_effect=OperationalError("refused")):
+        response = client.get("/healthz/")
+    assert response.status_code == 503
+    assert response.json()["checks"]["broker"] == "unavailable"
+
+
+def test_failed_task_is_recorded_once_as_a_dead_letter():
+    @tasks.shared_task(name="tests.always_fails")
+    def always_fails(x):
+        raise ValueError("bad data")
+
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            always_fails.apply(args=[1], task_id="fixed-id").get()
+    letter = DeadLetter.objects.get()
+    assert (letter.task_id, letter.task_name, letter.args) == (
+        "fixed-id",
+        "tests.always_fails",
+        [1],
+    )
+    assert "bad data" in letter.exception
+
+
+def test_purge_dead_letters_keeps_recent_ones():
+    old = DeadLetter.objects.create(task_id="old", task_name="t", exception="e")
+    DeadLetter.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=31))
+    DeadLetter.objects.create(task_id="new", task_name="t", exception="e")
+    assert tasks.purge_dead_letters.delay().get() == 1
+    assert list(DeadLetter.objects.values_list("task_id", flat=True)) == ["new"]
+
+
+def test_visibility_timeout_check_passes_as_configured():
+    assert checks.check_visibility_timeout(None) == []
+
+
+@override_settings(
+    CELERY_BROKER_TRANSPORT_OPTIONS={"visibility_timeout": 60},
+    CELERY_TASK_TIME_LIMIT=300,
+)
+def test_visibility_timeout_check_catches_a_timeout_below_the_time_limit():
+    errors = checks.check_visibility_timeout(None)
+    assert [error.id for error in errors] == ["ops.E001"]
