@@ -2,13 +2,14 @@
 
 from config.celery import app
 
-# celery_healthcheck's reply queue: not durable, deleted when the command is
-# done, and on RabbitMQ expired by the broker a minute after it was last used
-# should the command die first. Both ends must declare it identically.
+# celery_healthcheck's reply queue: not durable, deleted by the command when
+# it is done, and on RabbitMQ expired by the broker a minute after its last use
+# should the command die first. Not auto-deleted: the command deletes it after
+# cancelling its consumer. Both ends must declare it identically.
 REPLY_QUEUE_OPTIONS = {
-    "queue_opts": {"durable": False, "auto_delete": True},
+    "queue_opts": {"durable": False, "auto_delete": False},
     "queue_args": {"x-expires": 60_000},
-    "exchange_opts": {"durable": False, "auto_delete": True},
+    "exchange_opts": {"durable": False, "auto_delete": False},
 }
 
 

@@ -12,12 +12,13 @@ def celery_eager():
     Eager mode runs retries and canvases synchronously; the in-memory broker
     carries celery_healthcheck's replies. Errors are not propagated from
     inside the task, so failure signals fire as in a worker: the result's
-    .get() re-raises them.
+    .get() re-raises them. The broker goes through the environment because
+    Celery reads CELERY_BROKER_URL from it before its own settings.
     """
-    saved = {key: celery_app.conf[key] for key in ("broker_url", "task_always_eager")}
-    celery_app.conf.update(broker_url="memory://", task_always_eager=True)
-    yield
-    celery_app.conf.update(saved)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CELERY_BROKER_URL", "memory://")
+        patch.setitem(celery_app.conf, "task_always_eager", True)
+        yield
 
 
 @pytest.fixture(autouse=True)

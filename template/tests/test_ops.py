@@ -46,14 +46,14 @@ def test_healthcheck_rejects_an_unknown_queue():
 
 def test_healthz_reports_ok(client):
     with mock.patch("ops.views.ensure_broker"):
-        response = client.get("/healthz/")
+        response = client.get("/healthz/", secure=True)
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "checks": {"database": "ok", "broker": "ok"}}
 
 
 def test_healthz_reports_a_broker_outage(client):
     with mock.patch("ops.views.ensure_broker", side_effect=OperationalError("refused")):
-        response = client.get("/healthz/")
+        response = client.get("/healthz/", secure=True)
     assert response.status_code == 503
     assert response.json()["checks"]["broker"] == "unavailable"
 

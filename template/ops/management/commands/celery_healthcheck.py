@@ -73,6 +73,7 @@ class Command(BaseCommand):
                                 time.monotonic() - sent[reply["queue"]],
                             )
                 finally:
+                    replies.consumer.cancel()
                     replies.queue.delete()
                     replies.queue.exchange.delete()
                     replies.close()

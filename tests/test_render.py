@@ -1,0 +1,129 @@
+"""Every variant of the render matrix renders clean, lints, compiles, passes
+Django's deploy checks and its own test suite."""
+
+import re
+import secrets
+
+import pytest
+import yaml
+
+from helpers import POSTGRES, postgres_database, project_env, require, run
+from variants import MATRIX
+
+JINJA_LEFTOVER = re.compile(r"\{\{|\{%|%\}|\{#")
+
+
+@pytest.fixture(scope="module", params=list(MATRIX), ids=list(MATRIX))
+def variant(request, rendered):
+    return request.param, MATRIX[request.param], rendered(MATRIX[request.param])
+
+
+def text_files(project):
+    for path in sorted(project.rglob("*")):
+        if path.is_file() and not {".git", "__pycache__"} & set(path.parts):
+            yield path, path.read_text()
+
+
+def test_renders_without_jinja_leftovers(variant):
+    _, _, project = variant
+    leftovers = [
+        f"{path.relative_to(project)}:{n}: {line.strip()}"
+        for path, text in text_files(project)
+        for n, line in enumerate(text.splitlines(), 1)
+        if JINJA_LEFTOVER.search(line)
+        # compose and GitHub Actions use ${{ }} and {{ }} of their own
+        and not re.search(r"\$\{\{|\{\{ *\.|github\.|secrets\.|matrix\.|steps\.", line)
+    ]
+    assert not leftovers, "\n".join(leftovers)
+    assert not list(project.rglob("*.jinja"))
+
+
+def test_answers_file_records_the_answers_but_no_secret(variant):
+    _, answers, project = variant
+    recorded = yaml.safe_load((project / ".copier-answers.yml").read_text())
+    for key, value in answers.items():
+        if key == "queues":
+            continue
+        assert recorded[key] == value
+    env = (project / ".env").read_text()
+    secrets_in_env = re.findall(r"^(?:DJANGO_SECRET_KEY|\w+_PASSWORD)=(\S+)$", env, re.M)
+    assert secrets_in_env
+    text = (project / ".copier-answers.yml").read_text()
+    for value in secrets_in_env:
+        assert value not in text
+    assert not {k for k in recorded if "secret" in k or "password" in k}
+
+
+def test_ruff_check_and_format(variant, venv):
+    _, _, project = variant
+    env = project_env(venv)
+    run(["ruff", "check", "--no-cache", "."], project, env)
+    run(["ruff", "format", "--check", "--no-cache", "."], project, env)
+
+
+def test_compileall(variant, venv):
+    _, _, project = variant
+    run(["python", "-m", "compileall", "-q", "-x", r"\.git|\.venv", "."], project, project_env(venv))
+
+
+@pytest.fixture(scope="module")
+def database_url(variant):
+    _, answers, _ = variant
+    if answers.get("database", "postgresql") == "postgresql":
+        require("PostgreSQL", POSTGRES)
+        with postgres_database() as url:
+            yield url
+    else:
+        yield None
+
+
+def env_for(variant, venv, database_url, **extra):
+    _, answers, project = variant
+    broker = answers.get("broker", "redis")
+    env = {
+        "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0"
+        if broker == "redis"
+        else "amqp://guest:guest@127.0.0.1:5672//",
+        "FLOWER_USER": "admin",
+        "FLOWER_PASSWORD": secrets.token_urlsafe(16),
+    }
+    # Celery itself reads CELERY_RESULT_BACKEND from the environment, over the settings.
+    if answers.get("result_backend") == "redis":
+        env["CELERY_RESULT_BACKEND"] = "redis://127.0.0.1:6379/1"
+    if database_url:
+        env["DATABASE_URL"] = database_url
+    else:
+        env["DATABASE_URL"] = f"sqlite:///{project}/test.sqlite3"
+    env.update(extra)
+    return project_env(venv, **env)
+
+
+def test_check_deploy(variant, venv, database_url):
+    _, _, project = variant
+    out = run(
+        ["python", "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        project,
+        env_for(variant, venv, database_url),
+    )
+    assert "no issues" in out.stdout
+
+
+def test_makemigrations_check(variant, venv, database_url):
+    _, _, project = variant
+    run(
+        ["python", "manage.py", "makemigrations", "--check", "--dry-run"],
+        project,
+        env_for(variant, venv, database_url),
+    )
+
+
+def test_generated_project_tests_pass(variant, venv, database_url):
+    _, _, project = variant
+    out = run(
+        ["python", "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        project,
+        env_for(variant, venv, database_url),
+        timeout=600,
+    )
+    assert re.search(r"\d+ passed", out.stdout)
+    assert "failed" not in out.stdout
