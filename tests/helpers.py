@@ -124,14 +124,17 @@ def project_env(venv: Path, **overrides: str) -> dict:
     return env
 
 
-def run(cmd: list[str] | str, cwd: Path, env: dict, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
+def run(
+    cmd: list[str] | str, cwd: Path, env: dict, timeout: float = 300, check: bool = True
+) -> subprocess.CompletedProcess:
     """Run a command, and on failure show its output in the assertion."""
     if isinstance(cmd, str):
         cmd = shlex.split(cmd)
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(
-            f"{shlex.join(cmd)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-6000:]}\n--- stderr\n{proc.stderr[-6000:]}"
+            f"{shlex.join(cmd)} exited {proc.returncode}\n"
+            f"--- stdout\n{proc.stdout[-6000:]}\n--- stderr\n{proc.stderr[-6000:]}"
         )
     return proc
 

@@ -81,9 +81,7 @@ def env_for(variant, venv, database_url, **extra):
     _, answers, project = variant
     broker = answers.get("broker", "redis")
     env = {
-        "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0"
-        if broker == "redis"
-        else "amqp://guest:guest@127.0.0.1:5672//",
+        "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0" if broker == "redis" else "amqp://guest:guest@127.0.0.1:5672//",
         "FLOWER_USER": "admin",
         "FLOWER_PASSWORD": secrets.token_urlsafe(16),
     }
