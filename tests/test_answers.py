@@ -87,6 +87,28 @@ def test_non_empty_destination_keeps_unrelated_files(tmp_path):
     assert (destination / "manage.py").exists()
 
 
+def test_conflicting_file_stops_a_non_interactive_copy_and_is_kept(tmp_path):
+    """Without a terminal Copier cannot ask about a conflict: it stops (exit 1)
+    and leaves the user's file alone; --overwrite replaces it. As documented."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from helpers import ROOT
+
+    copier = str(Path(sys.executable).with_name("copier"))
+    destination = tmp_path / "existing"
+    destination.mkdir()
+    (destination / "manage.py").write_text("mine\n")
+    command = [copier, "copy", "--trust", "--defaults", "--quiet", str(ROOT), str(destination)]
+    stopped = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
+    assert stopped.returncode == 1
+    assert "Interactive session required" in stopped.stderr + stopped.stdout
+    assert (destination / "manage.py").read_text() == "mine\n"
+    subprocess.run([*command, "--overwrite"], stdin=subprocess.DEVNULL, capture_output=True, check=True)
+    assert "execute_from_command_line" in (destination / "manage.py").read_text()
+
+
 VALID = {
     "slug derived from an odd name": ({"project_name": "  2nd Shop -- Deluxe!  "}, "nd_shop_deluxe"),
     "spaces around queue items": ({"queues": " default:2 , mail:3:threads "}, None),
