@@ -27,7 +27,8 @@ def test_generate_command_produces_a_project(tmp_path):
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
     command = command_after("generate-command")
-    assert command.rstrip().endswith("../my_project")
+    # An absolute template path, so the project can `copier update` later.
+    assert command.rstrip().endswith('copy --trust "$PWD" ../my_project')
     proc = subprocess.run(
         ["bash", "-c", command + " --defaults"],
         cwd=clone,
@@ -40,4 +41,6 @@ def test_generate_command_produces_a_project(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     project = tmp_path / "my_project"
     assert (project / "manage.py").exists()
-    assert "project_slug: my_project" in (project / ".copier-answers.yml").read_text()
+    answers = (project / ".copier-answers.yml").read_text()
+    assert "project_slug: my_project" in answers
+    assert f"_src_path: {clone}" in answers

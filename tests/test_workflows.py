@@ -1,0 +1,201 @@
+"""The generated project's GitHub Actions workflows: CI and the weekly
+template update. Valid by GitHub's schema and actionlint's checks, shaped
+for the variant, and the CI job's own commands pass when run here."""
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helpers import REDIS, project_env, redis_database, require, run
+from variants import MATRIX
+
+VARIANTS = [
+    "redis-djangodb-postgresql",
+    "redis-redis-sqlite",
+    "redis-none-sqlite",
+    "rabbitmq-djangodb-postgresql",
+    "rabbitmq-redis-postgresql",
+]
+WORKFLOWS = [".github/workflows/ci.yml", ".github/workflows/update.yml"]
+TOOLS = Path(sys.executable).parent  # check-jsonschema and jactionlint: the template's dev group
+
+
+@pytest.fixture(scope="module", params=VARIANTS)
+def variant(request, rendered):
+    answers = MATRIX[request.param]
+    return {"python_version": "3.12", **answers}, rendered(answers)
+
+
+def load(project: Path, name: str) -> dict:
+    return yaml.safe_load((project / ".github/workflows" / name).read_text())
+
+
+def run_steps(job: dict) -> list[str]:
+    return [step["run"] for step in job["steps"] if "run" in step]
+
+
+def test_workflows_match_githubs_schema(variant):
+    _, project = variant
+    run(
+        [str(TOOLS / "check-jsonschema"), "--builtin-schema", "vendor.github-workflows", *WORKFLOWS],
+        project,
+        dict(os.environ),
+    )
+
+
+def test_workflows_pass_actionlint_checks(variant):
+    """jactionlint's `correctness` profile is actionlint's checks, shellcheck on
+    every `run:` script included; its default profile adds security rules. Pinning
+    actions and images to digests is left to the project (Dependabot can do it)."""
+    _, project = variant
+    if not shutil.which("shellcheck"):
+        pytest.fail("shellcheck is missing (apt-get install shellcheck): run: scripts would go unchecked")
+    env = {**os.environ, "NO_COLOR": "1"}
+    run([str(TOOLS / "jactionlint"), "--profile", "correctness", "--strict-exit", *WORKFLOWS], project, env)
+    run(
+        [str(TOOLS / "jactionlint"), "-i", "unpinned-uses", "-i", "unpinned-images", "--strict-exit", *WORKFLOWS],
+        project,
+        env,
+    )
+
+
+def test_ci_workflow_fits_the_variant(variant):
+    answers, project = variant
+    ci = load(project, "ci.yml")
+    assert {"push", "pull_request"} <= set(ci[True])  # PyYAML reads the key `on` as True
+    assert ci["env"]["UV_PYTHON"] == answers["python_version"]
+    # GitHub's own expressions survive Jinja ({% raw %}).
+    assert ci["concurrency"]["group"] == "ci-${{ github.ref }}"
+
+    lint = "\n".join(run_steps(ci["jobs"]["lint"]))
+    assert "uv run ruff check" in lint and "uv run ruff format --check" in lint
+
+    test = ci["jobs"]["test"]
+    broker = answers.get("broker", "redis")
+    results = answers.get("result_backend", "django-db")
+    database = answers.get("database", "postgresql")
+    expected_services = {"postgres"} if database == "postgresql" else set()
+    expected_services |= {"redis"} if "redis" in (broker, results) else set()
+    expected_services |= {"rabbitmq"} if broker == "rabbitmq" else set()
+    assert set(test.get("services") or {}) == expected_services
+    for service in (test.get("services") or {}).values():
+        assert "--health-cmd" in service["options"], service  # steps start once it is healthy
+
+    env = test["env"]
+    assert env["DJANGO_DEBUG"] == "false"
+    assert env["DATABASE_URL"].startswith("postgres://" if database == "postgresql" else "sqlite:")
+    assert env["CELERY_BROKER_URL"].startswith("redis://" if broker == "redis" else "amqp://")
+    # Celery reads CELERY_RESULT_BACKEND from the environment over the settings.
+    assert ("CELERY_RESULT_BACKEND" in env) == (results == "redis")
+    assert "DJANGO_SECRET_KEY" not in env  # generated per run, never committed
+
+    steps = "\n".join(run_steps(test))
+    for command in (
+        "manage.py check --deploy --fail-level WARNING",
+        "manage.py makemigrations --check --dry-run",
+        "uv run pytest",
+        "manage.py celery_healthcheck",
+    ):
+        assert command in steps
+    queues = [
+        item.split(":")[0].strip() for item in answers.get("queues", "default:4,email:8:threads,render:2").split(",")
+    ]
+    assert re.search(r"celery -A config worker -Q (\S+)", steps)[1].split(",") == queues
+
+
+def test_update_workflow_runs_weekly_fails_on_rejects_and_opens_a_pull_request(variant):
+    _, project = variant
+    update = load(project, "update.yml")
+    triggers = update[True]
+    assert "workflow_dispatch" in triggers
+    (schedule,) = triggers["schedule"]
+    minute, hour, day, month, weekday = schedule["cron"].split()
+    assert (day, month) == ("*", "*") and weekday.isdigit(), "not weekly"
+    assert update["permissions"] == {}
+
+    (job,) = update["jobs"].values()
+    assert job["permissions"] == {"contents": "write", "pull-requests": "write"}
+    names = [step.get("run", step.get("uses", "")) for step in job["steps"]]
+    (updating,) = [i for i, text in enumerate(names) if re.search(r"\bcopier update --", text)]
+    assert {"--defaults", "--conflict rej", "--trust"} <= set(re.findall(r"--conflict rej|--\w+", names[updating]))
+    (rejects,) = [i for i, text in enumerate(names) if ".rej" in text]
+    (pull_request,) = [i for i, text in enumerate(names) if text.startswith("peter-evans/create-pull-request@")]
+    assert updating < rejects < pull_request
+    assert job["steps"][pull_request]["with"]["token"] == "${{ secrets.TEMPLATE_UPDATE_TOKEN || github.token }}"
+    assert "exit 1" in names[rejects]
+
+
+def test_update_workflow_refuses_a_local_template_path(variant, tmp_path):
+    """Its first step fails with a clear error when _src_path is a path on someone's machine."""
+    _, project = variant
+    (check,) = [
+        step["run"]
+        for step in load(project, "update.yml")["jobs"]["update"]["steps"]
+        if "_src_path" in step.get("run", "")
+    ]
+    answers = tmp_path / ".copier-answers.yml"
+    for src, ok in [
+        ("gh:acme/copier-django-celery", True),
+        ("https://example.com/t.git", True),
+        ("/home/me/template", False),
+        ("../template", False),
+    ]:
+        answers.write_text(f"_commit: 0.1.0\n_src_path: {src}\n")
+        proc = subprocess.run(["bash", "-e", "-c", check], cwd=tmp_path, capture_output=True, text=True)
+        assert (proc.returncode == 0) == ok, (src, proc.stdout)
+
+
+def end_session(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+
+
+@pytest.mark.boot
+@pytest.mark.xdist_group("workflow-steps")
+def test_ci_jobs_commands_pass_here(rendered, venv, tmp_path):
+    """Run every `run:` step of the CI workflow, in order and with the job's
+    environment, on a Redis-only variant: the shared venv stands in for
+    `uv sync`, and claimed Redis DBs for the service container."""
+    require("Redis", REDIS)
+    project = tmp_path / "project"
+    shutil.copytree(rendered(MATRIX["redis-redis-sqlite"]), project)
+    ci = load(project, "ci.yml")
+    github_env = tmp_path / "github_env"
+    github_env.touch()
+    outputs = {}
+    with redis_database(2) as (broker_db, results_db), contextlib.ExitStack() as stack:
+        for name, job in ci["jobs"].items():
+            env = project_env(venv, **{**ci["env"], **job.get("env", {})}, GITHUB_ENV=str(github_env))
+            env.pop("DJANGO_SECRET_KEY")  # the workflow makes its own
+            if "CELERY_BROKER_URL" in env:
+                assert env["CELERY_BROKER_URL"] == "redis://127.0.0.1:6379/0"
+                assert env["CELERY_RESULT_BACKEND"] == "redis://127.0.0.1:6379/1"
+                env["CELERY_BROKER_URL"] = f"redis://127.0.0.1:6379/{broker_db}"
+                env["CELERY_RESULT_BACKEND"] = f"redis://127.0.0.1:6379/{results_db}"
+            for step in job["steps"]:
+                script = step.get("run", "")
+                if not script or script == "uv sync" or "failure()" in step.get("if", ""):
+                    continue
+                env.update(line.split("=", 1) for line in github_env.read_text().splitlines() if line)
+                # GitHub runs `run:` with bash -eo pipefail; a session lets us end what it left running.
+                proc = subprocess.Popen(
+                    ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script.replace("uv run ", "")],
+                    cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                    start_new_session=True,
+                )  # fmt: skip
+                stack.callback(end_session, proc.pid)
+                outputs[script], _ = proc.communicate(timeout=600)
+                assert proc.returncode == 0, f"[{name}] {script}\n{outputs[script][-6000:]}"
+    assert "DJANGO_SECRET_KEY=" in github_env.read_text()
+    (smoke,) = [output for script, output in outputs.items() if "celery_healthcheck" in script]
+    for queue in ("default", "email", "render"):
+        assert re.search(rf"^{queue}\s+ok\s+ci@", smoke, re.M), smoke
+    assert re.search(r"\d+ passed", "".join(outputs.values()))
