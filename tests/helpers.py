@@ -59,8 +59,12 @@ PROJECT_REQUIREMENTS = [
 # --- Rendering -----------------------------------------------------------------
 
 
-def render(destination: Path, answers: dict, *, src: Path | str = ROOT, vcs_ref: str | None = None) -> Path:
-    """Render the template into `destination` with `answers` (defaults for the rest)."""
+def render(destination: Path, answers: dict, *, src: Path | str = ROOT, vcs_ref: str | None = "HEAD") -> Path:
+    """Render the template into `destination` with `answers` (defaults for the rest).
+
+    HEAD (with any uncommitted changes), not the newest tag Copier would pick
+    by default: the tests test the code in front of them.
+    """
     copier.run_copy(
         str(src),
         str(destination),

@@ -125,3 +125,24 @@ def test_generated_project_tests_pass(variant, venv, database_url):
     )
     assert re.search(r"\d+ passed", out.stdout)
     assert "failed" not in out.stdout
+
+
+def test_conditional_files_follow_the_answers(variant):
+    _, answers, project = variant
+    use_beat = answers.get("use_beat", True)
+    use_flower = answers.get("use_flower", True)
+    deploy = answers.get("deploy", ["systemd", "compose"])
+    expected = {
+        "flowerconfig.py": use_flower,
+        "ops/migrations/0002_periodic_schedule.py": use_beat,
+        "tests/test_schedule.py": use_beat,
+        "compose.yaml": "compose" in deploy,
+        "Dockerfile": "compose" in deploy or "kubernetes" in deploy,
+        "deploy/systemd": "systemd" in deploy,
+        "deploy/kubernetes": "kubernetes" in deploy,
+    }
+    present = {path: (project / path).exists() for path in expected}
+    assert present == expected
+    procfile = (project / "Procfile").read_text()
+    assert ("\nbeat:" in procfile) == use_beat
+    assert ("\nflower:" in procfile) == use_flower

@@ -2,14 +2,15 @@
 
 from config.celery import app
 
-# celery_healthcheck's reply queue: not durable, deleted by the command when
-# it is done, and on RabbitMQ expired by the broker a minute after its last use
-# should the command die first. Not auto-deleted: the command deletes it after
-# cancelling its consumer. Both ends must declare it identically.
+# celery_healthcheck's reply queue: deleted by the command when it is done and,
+# on RabbitMQ, expired by the broker a minute after its last use should the
+# command die first. Durable because RabbitMQ 4 deprecates transient queues
+# that are not exclusive, and an exclusive one would lock out the worker that
+# replies. Both ends must declare it identically.
 REPLY_QUEUE_OPTIONS = {
-    "queue_opts": {"durable": False, "auto_delete": False},
+    "queue_opts": {"durable": True, "auto_delete": False},
     "queue_args": {"x-expires": 60_000},
-    "exchange_opts": {"durable": False, "auto_delete": False},
+    "exchange_opts": {"durable": True, "auto_delete": False},
 }
 
 
