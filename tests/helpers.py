@@ -364,3 +364,23 @@ def procfile(project: Path) -> dict[str, str]:
             name, _, command = line.partition(":")
             entries[name.strip()] = command.strip()
     return entries
+
+
+def once_per_run(request, key: str) -> None:
+    """Fail when `key` is set up twice in one xdist run.
+
+    A booted project is shared by the tests of its xdist_group; if the group
+    were not honoured (pytest 9.2 with pytest-xdist 3.8 silently ignores it),
+    every worker would boot its own copy, slowly and out of order.
+    """
+    import pytest
+
+    workerinput = getattr(request.config, "workerinput", None)
+    if workerinput is None:
+        return
+    CACHE.mkdir(exist_ok=True)
+    marker = CACHE / f"setup-{workerinput['testrunuid']}-{key}"
+    try:
+        marker.touch(exist_ok=False)
+    except FileExistsError:
+        pytest.fail(f"{key} was set up by two xdist workers: --dist loadgroup is not grouping tests")

@@ -24,6 +24,7 @@ from helpers import (
     RABBITMQ,
     REDIS,
     free_port,
+    once_per_run,
     postgres_database,
     procfile,
     project_env,
@@ -88,6 +89,7 @@ def booted(request, rendered, venv, tmp_path_factory):
     from aiosmtpd.controller import Controller
 
     name = request.param
+    once_per_run(request, f"boot-{name}")
     answers = BOOT_VARIANTS[name]
     broker = answers.get("broker", "redis")
     results = answers.get("result_backend", "django-db")

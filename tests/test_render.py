@@ -140,6 +140,7 @@ def test_conditional_files_follow_the_answers(variant):
         "Dockerfile": "compose" in deploy or "kubernetes" in deploy,
         "deploy/systemd": "systemd" in deploy,
         "deploy/kubernetes": "kubernetes" in deploy,
+        "deploy": "systemd" in deploy or "kubernetes" in deploy,
     }
     present = {path: (project / path).exists() for path in expected}
     assert present == expected
