@@ -33,6 +33,7 @@ from helpers import (
     POSTGRES,
     RABBITMQ,
     free_port,
+    once_per_run,
     postgres_database,
     project_env,
     rabbitmq_vhost,
@@ -128,6 +129,7 @@ class ComposeBoot:
 )
 def booted(request, rendered, venv, tmp_path_factory):
     name = request.param
+    once_per_run(request, f"boot-compose-{name}")
     answers = VARIANTS[name]
     require("PostgreSQL", POSTGRES)
     if answers.get("broker") == "rabbitmq":

@@ -61,6 +61,7 @@ from helpers import (
     ROOT,
     Service,
     free_port,
+    once_per_run,
     postgres_database,
     rabbitmq_vhost,
     redis_database,
@@ -269,6 +270,7 @@ class Stack:
     params=[pytest.param(name, marks=pytest.mark.xdist_group(f"boot-systemd-{name}")) for name in BOOT_VARIANTS],
 )
 def stack(request, rendered, venv):
+    once_per_run(request, f"boot-systemd-{request.param}")
     project = rendered(BOOT_VARIANTS[request.param])
     data = answers(project)
     # Not under /tmp, which stays writable in the services' namespaces.

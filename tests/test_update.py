@@ -26,6 +26,7 @@ from helpers import (
     POSTGRES,
     REDIS,
     ROOT,
+    once_per_run,
     postgres_database,
     procfile,
     project_env,
@@ -196,8 +197,9 @@ def make_user_edits(project: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def updated(template_repo, tmp_path_factory):
+def updated(request, template_repo, tmp_path_factory):
     """A project copied at PREVIOUS, committed, edited by its user, then updated."""
+    once_per_run(request, "update")
     workdir = tmp_path_factory.mktemp("updated")
     project = render(workdir / "project", ANSWERS, src=template_repo, vcs_ref=PREVIOUS)
     assert (project / "Procfile.dev").is_file() and not (project / "Procfile").exists()
