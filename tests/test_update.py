@@ -418,7 +418,7 @@ def test_copy_from_a_dirty_template(template_repo, tmp_path):
         readme.write("An uncommitted line.\n")
 
     # Copier takes the newest tag by default, and the uncommitted change is left out.
-    tagged = render(tmp_path / "tagged", {}, src=dirty)
+    tagged = render(tmp_path / "tagged", {}, src=dirty, vcs_ref=None)
     assert "An uncommitted line." not in (tagged / "README.md").read_text()
     assert answers_file(tagged)["_commit"] == CURRENT
 
