@@ -1,0 +1,28 @@
+"""POST to the generated reports view through Django's full request stack
+(test client: middleware, auth, view) and print the outcome as JSON."""
+
+import json
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from django.test import Client
+
+from reports.models import Report
+
+
+class Command(BaseCommand):
+    def handle(self, **options):
+        user, _ = get_user_model().objects.get_or_create(username="faultlab")
+        client = Client()
+        client.force_login(user)
+        before = Report.objects.count()
+        response = client.post(
+            "/reports/", {"title": "Fault", "recipient": "ops@example.com"}, secure=True
+        )
+        outcome = {
+            "status": response.status_code,
+            "body": response.json(),
+            "reports_before": before,
+            "reports_after": Report.objects.count(),
+        }
+        self.stdout.write(json.dumps(outcome))
