@@ -43,21 +43,37 @@ def queues_of(spec: str) -> list[dict]:
     return result
 
 
-def read_env_file(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines of an env file; `#` comments and blank lines skipped."""
+def parse_env_text(text: str, comments: str = "#", source: str = "env file") -> dict[str, str]:
+    """KEY=VALUE lines; blank lines and lines starting with one of `comments` skipped."""
     values = {}
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         line = line.strip()
-        if not line or line.startswith("#"):
+        if not line or line[0] in comments:
             continue
         key, sep, value = line.partition("=")
         if not sep:
-            raise ValueError(f"{path}: not KEY=VALUE: {line!r}")
+            raise ValueError(f"{source}: not KEY=VALUE: {line!r}")
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
             value = value[1:-1]
         values[key.strip()] = value
     return values
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines of an env file; `#` comments and blank lines skipped."""
+    return parse_env_text(path.read_text(), source=str(path))
+
+
+def assert_worker_command(command: list[str], queue: dict) -> None:
+    """A worker's exec-form command consumes `queue` with its own options."""
+    assert command[:4] == ["celery", "-A", "config", "worker"]
+    options = dict(zip(command[4::2], command[5::2], strict=False))
+    assert options["-Q"] == queue["name"]
+    # %h: celery puts the container's hostname in; unique per replica.
+    assert options["-n"] == f"{queue['name']}@%h"
+    assert options["-P"] == queue["pool"]
+    assert options.get("-c") == (str(queue["concurrency"]) if queue["concurrency"] else None)
 
 
 def interpolate(text: str, variables: dict[str, str]) -> str:

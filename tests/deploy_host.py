@@ -11,6 +11,8 @@ from pathlib import Path
 
 import yaml
 
+from deploy_files import parse_env_text
+
 SYSTEM_UNITS = Path("/usr/lib/systemd/system")
 
 
@@ -63,18 +65,7 @@ def value(unit: dict, section: str, key: str) -> str | None:
 
 def parse_env_file(text: str) -> dict[str, str]:
     """KEY=VALUE lines of an EnvironmentFile=; comments start with # or ;."""
-    env = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line[0] in "#;":
-            continue
-        key, sep, raw = line.partition("=")
-        assert sep, f"not KEY=VALUE: {line!r}"
-        raw = raw.strip()
-        if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\"":
-            raw = raw[1:-1]
-        env[key.strip()] = raw
-    return env
+    return parse_env_text(text, comments="#;", source="EnvironmentFile")
 
 
 def expand_specifiers(text: str, specifiers: dict[str, str]) -> str:

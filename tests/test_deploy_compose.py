@@ -231,14 +231,7 @@ def test_commands_are_exec_form(variant):
 
 def test_each_queue_has_its_own_worker_with_its_options(variant):
     for queue in variant.queues:
-        command = variant.workers[queue["name"]]["command"]
-        assert command[:4] == ["celery", "-A", "config", "worker"]
-        options = dict(zip(command[4::2], command[5::2], strict=False))
-        assert options["-Q"] == queue["name"]
-        # %h: celery puts the container's hostname in; unique per replica.
-        assert options["-n"] == f"{queue['name']}@%h"
-        assert options["-P"] == queue["pool"]
-        assert options.get("-c") == (str(queue["concurrency"]) if queue["concurrency"] else None)
+        compose_file.assert_worker_command(variant.workers[queue["name"]]["command"], queue)
 
 
 def test_web_runs_gunicorn(variant):

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 import deploy_files
-from deploy_files import queues_of
+from deploy_files import assert_worker_command, queues_of
 from helpers import ROOT, run
 from variants import MATRIX
 
@@ -205,13 +205,7 @@ def test_one_worker_deployment_per_queue(manifests):
         deployment = manifests.get("Deployment", manifests.worker_name(queue))
         pod = deployment["spec"]["template"]["spec"]
         (container,) = pod["containers"]
-        command = container["command"]
-        assert command[:4] == ["celery", "-A", "config", "worker"]
-        options = dict(zip(command[4::2], command[5::2], strict=False))
-        assert options["-Q"] == queue["name"]
-        assert options["-n"] == f"{queue['name']}@%h"
-        assert options["-P"] == queue["pool"]
-        assert options.get("-c") == (str(queue["concurrency"]) if queue["concurrency"] else None)
+        assert_worker_command(container["command"], queue)
         # KEDA's HPA owns the replica count.
         assert "replicas" not in deployment["spec"]
         # Warm shutdown: running tasks get the hard time limit and more.
