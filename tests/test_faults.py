@@ -425,8 +425,13 @@ def test_warm_shutdown_finishes_running_tasks_and_keeps_the_rest(lab_for, varian
     # Running tasks finished: no delivery was cut short.
     assert at_stop["interrupted"] == 0, at_stop
     assert 0 < done_at_stop < sent
-    # Unstarted ones, prefetched ones included, wait in the queue.
-    assert lab.queued() == {"ready": sent - done_at_stop, "unacked": 0 if variant == "redis" else None}
+    # Unstarted ones, prefetched ones included, wait in the queue. Rarely, a task
+    # that finished as the worker shut down goes back too, unacknowledged (at least
+    # once): it may run again, and its idempotent write absorbs it (checked below).
+    queued = lab.queued()
+    assert queued["unacked"] == (0 if variant == "redis" else None)
+    assert queued["ready"] >= sent - done_at_stop
+    requeued_after_running = queued["ready"] - (sent - done_at_stop)
     restarted = lab.ready(lab.start_worker())
     lab.wait_recorded(batch, sent, timeout=60)
     figures = lab.stats(batch, sent)
@@ -438,7 +443,7 @@ def test_warm_shutdown_finishes_running_tasks_and_keeps_the_rest(lab_for, varian
         started,
     )
     assert figures["lost"] == 0, figures
-    assert figures["duplicates"] == 0, figures
+    assert figures["duplicates"] <= requeued_after_running, figures
     assert restarted.proc.poll() is None
 
 
