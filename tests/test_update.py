@@ -138,7 +138,8 @@ def make_previous_release(repo: Path) -> None:
 def template_repo(tmp_path_factory) -> Path:
     """A clone of this template with two annotated release tags: PREVIOUS, then CURRENT."""
     repo = tmp_path_factory.mktemp("template") / "copier-django-celery"
-    git(ROOT, "clone", "--quiet", "--no-checkout", str(ROOT), str(repo))
+    # --no-tags: the repository's own release tags would clash with the ones made here.
+    git(ROOT, "clone", "--quiet", "--no-checkout", "--no-tags", str(ROOT), str(repo))
     # The working tree as it is (tests run before the lead commits), as Copier
     # itself snapshots a dirty template.
     git(repo, f"--work-tree={ROOT}", "add", "--all")
