@@ -294,6 +294,29 @@ class PrivateRedis:
             self.proc.wait(30)
 
 
+def http(url: str, *, auth: str | None = None, method: str = "GET", host: str | None = None) -> tuple[int, str]:
+    """(status, body) of a request; `auth` is "user:password" for basic auth.
+
+    TLS certificates are not checked: the tests' nginx uses a self-signed one.
+    """
+    import ssl
+    import urllib.error
+    import urllib.request
+    from base64 import b64encode
+
+    request = urllib.request.Request(url, method=method, data=b"{}" if method == "POST" else None)
+    if auth:
+        request.add_header("Authorization", "Basic " + b64encode(auth.encode()).decode())
+    if host:
+        request.add_header("Host", host)
+    context = ssl._create_unverified_context()
+    try:
+        with urllib.request.urlopen(request, timeout=10, context=context) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
 # --- Processes -------------------------------------------------------------------
 
 

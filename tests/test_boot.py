@@ -12,9 +12,6 @@ import shutil
 import socket
 import textwrap
 import time
-import urllib.error
-import urllib.request
-from base64 import b64encode
 from pathlib import Path
 
 import pytest
@@ -24,6 +21,7 @@ from helpers import (
     RABBITMQ,
     REDIS,
     free_port,
+    http,
     once_per_run,
     postgres_database,
     procfile,
@@ -218,17 +216,6 @@ def test_beat_sends_the_seeded_schedule(booted):
     worker.wait_for_log(r"ops\.tasks\.purge_dead_letters\[[\w-]+\] succeeded", timeout=60, start=start)
 
 
-def _get(url, auth=None):
-    request = urllib.request.Request(url)
-    if auth:
-        request.add_header("Authorization", "Basic " + b64encode(auth.encode()).decode())
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-
-
 def listening_addresses(port):
     """Local addresses of the TCP sockets listening on `port` (from /proc/net/tcp*)."""
     addresses = set()
@@ -250,15 +237,15 @@ def test_flower_requires_auth(booted):
     wait_for_port(port, proc=flower.proc)
     base = f"http://127.0.0.1:{port}/flower"
     credentials = f"{booted.env['FLOWER_USER']}:{booted.env['FLOWER_PASSWORD']}"
-    assert _get(f"{base}/")[0] == 401
-    assert _get(f"{base}/api/workers")[0] == 401
-    assert _get(f"{base}/", auth="admin:wrong-password")[0] == 401
-    assert _get(f"{base}/", auth=credentials)[0] == 200
+    assert http(f"{base}/")[0] == 401
+    assert http(f"{base}/api/workers")[0] == 401
+    assert http(f"{base}/", auth="admin:wrong-password")[0] == 401
+    assert http(f"{base}/", auth=credentials)[0] == 200
     # Flower's worker list fills in as the workers answer its broadcasts.
     expected = {p.removeprefix("worker-") for p in procfile(booted.project) if p.startswith("worker-")}
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        status, body = _get(f"{base}/api/workers?refresh=1", auth=credentials)
+        status, body = http(f"{base}/api/workers?refresh=1", auth=credentials)
         assert status == 200
         seen = {node.partition("@")[0] for node in json.loads(body)}
         if seen >= expected:
@@ -272,7 +259,7 @@ def test_web_answers_its_health_check(booted):
     web = booted.start("web")
     port = int(booted.env["PORT"])
     wait_for_port(port, proc=web.proc)
-    status, body = _get(f"http://127.0.0.1:{port}/healthz/")
+    status, body = http(f"http://127.0.0.1:{port}/healthz/")
     assert status == 200, body
     assert json.loads(body) == {"status": "ok", "checks": {"database": "ok", "broker": "ok"}}
 

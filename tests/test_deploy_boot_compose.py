@@ -15,14 +15,11 @@ A broken command or healthcheck in compose.yaml fails these tests: nothing
 here keeps a copy of them.
 """
 
-import base64
 import contextlib
 import re
 import shutil
 import socket
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 import redis
@@ -33,6 +30,7 @@ from helpers import (
     POSTGRES,
     RABBITMQ,
     free_port,
+    http,
     once_per_run,
     postgres_database,
     project_env,
@@ -245,25 +243,17 @@ def test_beat_passes_its_compose_healthcheck(booted):
 
 def test_web_passes_its_compose_healthcheck(booted):
     booted.wait_healthy("web")
-    body = urllib.request.urlopen(
-        urllib.request.Request(
-            f"http://127.0.0.1:{booted.web_port}/healthz/", headers={"Host": booted.answers["domain_name"]}
-        ),
-        timeout=10,
-    ).read()
-    assert b'"database": "ok"' in body and b'"broker": "ok"' in body
+    code, body = http(f"http://127.0.0.1:{booted.web_port}/healthz/", host=booted.answers["domain_name"])
+    assert code == 200, body
+    assert '"database": "ok"' in body and '"broker": "ok"' in body
 
 
 def test_flower_is_healthy_and_asks_for_credentials(booted):
     booted.wait_healthy("flower")
     url = f"http://127.0.0.1:{booted.flower_port}/flower/"
-    with pytest.raises(urllib.error.HTTPError) as denied:
-        urllib.request.urlopen(url, timeout=10)
-    assert denied.value.code == 401
+    assert http(url)[0] == 401
     env = booted.env("flower")
-    token = base64.b64encode(f"{env['FLOWER_USER']}:{env['FLOWER_PASSWORD']}".encode()).decode()
-    request = urllib.request.Request(url, headers={"Authorization": f"Basic {token}"})
-    assert urllib.request.urlopen(request, timeout=10).status == 200
+    assert http(url, auth=f"{env['FLOWER_USER']}:{env['FLOWER_PASSWORD']}")[0] == 200
 
 
 def test_services_stop_cleanly_on_sigterm(booted):

@@ -11,21 +11,18 @@ import os
 import re
 import secrets
 import shutil
-import ssl
 import subprocess
-import urllib.error
-import urllib.request
-from base64 import b64encode
-from pathlib import Path
 
 import copier
 import pytest
 import yaml
 
+from deploy_files import read_env_file
 from helpers import (
     REDIS,
     ROOT,
     free_port,
+    http,
     once_per_run,
     procfile,
     project_env,
@@ -42,24 +39,8 @@ DEFAULTS = MATRIX["redis-djangodb-postgresql"]  # systemd (nginx) and compose in
 SECRET_NAMES = ("DJANGO_SECRET_KEY", "FLOWER_PASSWORD", "REDIS_PASSWORD", "POSTGRES_PASSWORD", "RABBITMQ_PASSWORD")
 
 
-def dotenv(project: Path) -> dict[str, str]:
-    pairs = (line.split("=", 1) for line in (project / ".env").read_text().splitlines() if "=" in line)
-    return {key: value for key, value in pairs if not key.startswith("#")}
-
-
-def request(url: str, auth: str | None = None, method: str = "GET", host: str | None = None) -> int:
-    """The HTTP status of a request; TLS certificates are not checked (self-signed)."""
-    req = urllib.request.Request(url, method=method, data=b"{}" if method == "POST" else None)
-    if auth:
-        req.add_header("Authorization", "Basic " + b64encode(auth.encode()).decode())
-    if host:
-        req.add_header("Host", host)
-    context = ssl._create_unverified_context()  # the test root's self-signed certificate
-    try:
-        with urllib.request.urlopen(req, timeout=10, context=context) as response:
-            return response.status
-    except urllib.error.HTTPError as error:
-        return error.code
+def status(url: str, **options) -> int:
+    return http(url, **options)[0]
 
 
 # --- Flower, booted from the Procfile ------------------------------------------------------
@@ -111,14 +92,14 @@ FLOWER_ACTIONS = [  # POST: run a task, stop a worker, revoke a task
 def test_flower_ui_and_api_require_credentials(booted):
     base = f"http://127.0.0.1:{booted['env']['FLOWER_PORT']}"
     for path in FLOWER_PAGES + FLOWER_API:
-        assert request(base + path) == 401, path
-        assert request(base + path, auth="admin:wrong-password") == 401, path
+        assert status(base + path) == 401, path
+        assert status(base + path, auth="admin:wrong-password") == 401, path
     for path in FLOWER_ACTIONS:
-        assert request(base + path, method="POST") == 401, path
-        assert request(base + path, method="POST", auth="admin:wrong-password") == 401, path
+        assert status(base + path, method="POST") == 401, path
+        assert status(base + path, method="POST", auth="admin:wrong-password") == 401, path
     # The right credentials open them: the 401s above are the auth, not missing pages.
     for path in ("/flower/", "/flower/workers", "/flower/broker", "/flower/api/workers", "/flower/api/tasks"):
-        assert request(base + path, auth=booted["auth"]) == 200, path
+        assert status(base + path, auth=booted["auth"]) == 200, path
 
 
 @pytest.mark.boot
@@ -128,7 +109,7 @@ def test_flower_metrics_are_not_reachable_through_nginx(booted, tmp_path):
 
     flower_port = int(booted["env"]["FLOWER_PORT"])
     # Flower itself serves its metrics without credentials: the block is nginx's job.
-    assert request(f"http://127.0.0.1:{flower_port}/flower/metrics") == 200
+    assert status(f"http://127.0.0.1:{flower_port}/flower/metrics") == 200
     ports = {"http": free_port(), "https": free_port(), "web": free_port(), "flower": flower_port}
     main = nginx_root(booted["project"], tmp_path / "nginx", app_dir=tmp_path / "app", ports=ports)
     nginx = start("nginx", nginx_command(main, "-g", "daemon off;"), tmp_path, dict(os.environ), tmp_path / "logs")
@@ -136,8 +117,8 @@ def test_flower_metrics_are_not_reachable_through_nginx(booted, tmp_path):
         wait_for_port(ports["https"], proc=nginx.proc)
         base, host = f"https://127.0.0.1:{ports['https']}", "example.com"
         # nginx proxies Flower: its UI answers, behind the password.
-        assert request(base + "/flower/", host=host) == 401
-        assert request(base + "/flower/", auth=booted["auth"], host=host) == 200
+        assert status(base + "/flower/", host=host) == 401
+        assert status(base + "/flower/", auth=booted["auth"], host=host) == 200
         for path in (
             "/flower/metrics",
             "/flower/metrics/",
@@ -145,8 +126,8 @@ def test_flower_metrics_are_not_reachable_through_nginx(booted, tmp_path):
             "/flower/%6detrics",
             "/flower/./metrics",
         ):
-            assert request(base + path, host=host) in (403, 404), path
-            assert request(base + path, auth=booted["auth"], host=host) in (403, 404), path
+            assert status(base + path, host=host) in (403, 404), path
+            assert status(base + path, auth=booted["auth"], host=host) in (403, 404), path
     finally:
         nginx.stop(timeout=20)
 
@@ -205,7 +186,7 @@ def test_no_pickle_anywhere_in_the_generated_code(rendered):
 def test_redis_in_compose_requires_its_password_and_the_healthcheck_authenticates(rendered, tmp_path):
     """compose's own redis command and healthcheck, with the service's own
     environment, run against a real redis-server."""
-    from deploy_files import environment, healthcheck_argv, read_env_file, resolve
+    from deploy_files import environment, healthcheck_argv, resolve
 
     project = rendered(DEFAULTS)
     variables = read_env_file(project / ".env")
@@ -268,11 +249,11 @@ def test_check_deploy_passes_and_debug_is_off_unless_asked_for(rendered, venv, t
 
 def test_each_render_gets_its_own_secrets_and_the_answers_file_keeps_none(tmp_path):
     first, second = (render(tmp_path / name, {"broker": "redis"}) for name in ("one", "two"))
-    one, two = dotenv(first), dotenv(second)
+    one, two = read_env_file(first / ".env"), read_env_file(second / ".env")
     for name in ("DJANGO_SECRET_KEY", "FLOWER_PASSWORD", "REDIS_PASSWORD", "POSTGRES_PASSWORD"):
         assert one[name] and two[name] and one[name] != two[name], name
         assert len(one[name]) >= 32, name
-    rabbit = dotenv(render(tmp_path / "three", {"broker": "rabbitmq"}))
+    rabbit = read_env_file(render(tmp_path / "three", {"broker": "rabbitmq"}) / ".env")
     assert rabbit["RABBITMQ_PASSWORD"] and rabbit["RABBITMQ_PASSWORD"] not in {one.get("RABBITMQ_PASSWORD")}
     for project, values in ((first, one), (second, two)):
         answers_text = (project / ".copier-answers.yml").read_text()
