@@ -1,13 +1,14 @@
 """Every variant of the render matrix renders clean, lints, compiles, passes
 Django's deploy checks and its own test suite."""
 
+import contextlib
 import re
 import secrets
 
 import pytest
 import yaml
 
-from helpers import POSTGRES, postgres_database, project_env, require, run
+from helpers import POSTGRES, REDIS, postgres_database, project_env, redis_database, require, run
 from variants import MATRIX
 
 JINJA_LEFTOVER = re.compile(r"\{\{|\{%|%\}|\{#")
@@ -116,15 +117,23 @@ def test_makemigrations_check(variant, venv, database_url):
 
 
 def test_generated_project_tests_pass(variant, venv, database_url):
-    _, _, project = variant
-    out = run(
-        ["python", "-m", "pytest", "-q", "-p", "no:cacheprovider"],
-        project,
-        env_for(variant, venv, database_url),
-        timeout=600,
-    )
+    _, answers, project = variant
+    with contextlib.ExitStack() as stack:
+        extra = {}
+        if answers.get("broker", "redis") == "redis":
+            # tests/test_transport.py needs a Redis database of its own.
+            require("Redis", REDIS)
+            (number,) = stack.enter_context(redis_database())
+            extra["REDIS_TEST_URL"] = f"redis://127.0.0.1:6379/{number}"
+        out = run(
+            ["python", "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+            project,
+            env_for(variant, venv, database_url, **extra),
+            timeout=600,
+        )
     assert re.search(r"\d+ passed", out.stdout)
     assert "failed" not in out.stdout
+    assert "skipped" not in out.stdout
 
 
 def test_conditional_files_follow_the_answers(variant):
@@ -141,6 +150,8 @@ def test_conditional_files_follow_the_answers(variant):
         "deploy/systemd": "systemd" in deploy,
         "deploy/kubernetes": "kubernetes" in deploy,
         "deploy": "systemd" in deploy or "kubernetes" in deploy,
+        "ops/transport.py": answers.get("broker", "redis") == "redis",
+        "tests/test_transport.py": answers.get("broker", "redis") == "redis",
     }
     present = {path: (project / path).exists() for path in expected}
     assert present == expected

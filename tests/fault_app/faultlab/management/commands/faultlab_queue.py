@@ -1,5 +1,7 @@
 """Print, as JSON, the messages of a queue the broker holds: ready ones, and on
-Redis the unacknowledged ones (delivered to a worker, back after the visibility timeout)."""
+Redis the unacknowledged ones (delivered to a worker, back after the visibility
+timeout) and the landed ones (taken by a worker that had not claimed them yet,
+back after ops/transport.py's landing timeout)."""
 
 import json
 
@@ -19,7 +21,8 @@ class Command(BaseCommand):
                 # A passive declare fails on an empty Redis queue: its list is gone.
                 ready = channel._size(queue)
                 unacked = channel.client.hlen(channel.unacked_key)
+                landed = channel.client.llen(channel._landing_keys(queue)[0])
             else:
                 ready = channel.queue_declare(queue=queue, passive=True).message_count
-                unacked = None
-        self.stdout.write(json.dumps({"ready": ready, "unacked": unacked}))
+                unacked = landed = None
+        self.stdout.write(json.dumps({"ready": ready, "unacked": unacked, "landed": landed}))

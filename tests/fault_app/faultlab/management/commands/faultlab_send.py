@@ -13,8 +13,9 @@ class Command(BaseCommand):
         parser.add_argument("--seconds", type=float, default=0.0)
         parser.add_argument("--stubborn", action="store_true")
         parser.add_argument("--ignore-result", action="store_true")
+        parser.add_argument("--queue", help="another queue than the task's route")
 
-    def handle(self, batch, count, seconds, stubborn, ignore_result, **options):
+    def handle(self, batch, count, seconds, stubborn, ignore_result, queue, **options):
         with app.producer_or_acquire() as producer:
             for number in range(count):
                 record.apply_async(
@@ -22,5 +23,6 @@ class Command(BaseCommand):
                     task_id=f"{batch}-{number:05d}",
                     producer=producer,
                     ignore_result=ignore_result,
+                    **({"queue": queue} if queue else {}),
                 )
         self.stdout.write(str(count))

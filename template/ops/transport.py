@@ -1,0 +1,210 @@
+"""kombu's Redis transport, without the window in which a crash loses a message.
+
+kombu takes a message off its queue with BRPOP and only then records it in the
+"unacked" hash that brings a dead worker's messages back after the visibility
+timeout. A worker killed in between, even while the BRPOP reply is still in its
+socket buffer, loses that message: Redis holds it nowhere any more.
+https://github.com/celery/kombu/issues/305
+
+This transport uses Redis's reliable-queue pattern instead
+(https://redis.io/docs/latest/commands/lmove/#pattern-reliable-queue):
+
+1. BLMOVE moves the message from the queue to the queue's landing list;
+2. a script moves it from the landing list to the unacked hash, atomically;
+3. a sweep, run with kombu's own restore of expired messages, puts back on
+   the queue a message a dead worker left on a landing list for longer than
+   `landing_timeout` (transport option, in seconds).
+
+A message is thus always on its queue, on a landing list or in the unacked
+hash. BLMOVE waits on one list: the guarantee holds for a worker that consumes
+one queue, as each of this project's workers does, with one list per queue
+(`priority_steps` [0]). Any other worker falls back to BRPOP and says so.
+Needs Redis 6.2 or later. config/celery.py registers it for redis:// URLs.
+"""
+
+import logging
+from functools import cached_property
+from queue import Empty
+from time import monotonic, time
+
+from kombu.transport import redis, virtual
+from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import dumps, loads
+
+logger = logging.getLogger(__name__)
+
+# KEYS: landing list, unacked hash, unacked index, landing index.
+# ARGV: the message as BLMOVE returned it, its delivery tag, its unacked entry
+# ("" for a consumer that does not acknowledge), now.
+CLAIM = """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then
+    return 0
+end
+redis.call('ZREM', KEYS[4], ARGV[1])
+if ARGV[3] ~= '' then
+    redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
+    redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+end
+return 1
+"""
+
+# KEYS: landing list, queue, landing index. ARGV: now, landing timeout.
+# A message is restored at the first sweep that finds it still landed at least
+# `landing timeout` seconds after a sweep first saw it there.
+SWEEP = """
+local now, timeout = tonumber(ARGV[1]), tonumber(ARGV[2])
+local restored = 0
+for _, message in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+    local seen = redis.call('ZSCORE', KEYS[3], message)
+    if not seen then
+        redis.call('ZADD', KEYS[3], now, message)
+    elseif now - tonumber(seen) >= timeout then
+        redis.call('LREM', KEYS[1], 1, message)
+        redis.call('ZREM', KEYS[3], message)
+        redis.call('RPUSH', KEYS[2], message)
+        restored = restored + 1
+    end
+end
+return restored
+"""
+
+
+class QoS(redis.QoS):
+    """kombu's ack emulation, plus the sweep of landing lists."""
+
+    def append(self, message, delivery_tag):
+        if delivery_tag in self.channel.claimed:
+            # The claim script has written the unacked entry already.
+            return virtual.QoS.append(self, message, delivery_tag)
+        return super().append(message, delivery_tag)
+
+    def restore_visible(self, *args, **kwargs):
+        self.channel.restore_landed()
+        return super().restore_visible(*args, **kwargs)
+
+
+class Channel(redis.Channel):
+    """Takes messages with BLMOVE and the claim script instead of BRPOP."""
+
+    QoS = QoS
+    # One Redis list per queue, so that BLMOVE can wait on it.
+    priority_steps = [0]
+    landing_prefix = "unacked_landing:"
+    landing_index_prefix = "unacked_landing_index:"
+    landing_timeout = 60
+    from_transport_options = (*redis.Channel.from_transport_options, "landing_timeout")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.claimed = set()  # delivery tags being delivered after a claim
+        self._landing_queue = None  # the queue of the BLMOVE in flight
+        self._no_ack_queues = set()
+        self._warned = False
+
+    @cached_property
+    def _claim(self):
+        return self.client.register_script(CLAIM)
+
+    @cached_property
+    def _sweep(self):
+        return self.client.register_script(SWEEP)
+
+    def basic_consume(self, queue, no_ack, *args, **kwargs):
+        (self._no_ack_queues.add if no_ack else self._no_ack_queues.discard)(queue)
+        return super().basic_consume(queue, no_ack, *args, **kwargs)
+
+    def _reliable_queue(self):
+        """The one queue this channel can consume with BLMOVE, or None."""
+        queues = self.active_queues
+        if len(queues) == 1 and self.priority_steps == [0] and not self.global_keyprefix:
+            return queues[0]
+        if queues and not self._warned:
+            self._warned = True
+            logger.warning(
+                "Consuming %s with BRPOP: a worker killed while it takes a message "
+                "can lose it. Consume one queue per worker to avoid that.",
+                ", ".join(queues),
+            )
+        return None
+
+    def _brpop_start(self, timeout=None):
+        queue = self._landing_queue = self._reliable_queue()
+        if queue is None:
+            return super()._brpop_start(timeout)
+        timeout = self.brpop_timeout if timeout is None else timeout
+        self._in_poll = self.client.connection
+        self._brpop_sent_at = monotonic()
+        landing, _ = self._landing_keys(queue)
+        self.client.connection.send_command("BLMOVE", queue, landing, "RIGHT", "LEFT", timeout or 0)
+
+    def _brpop_read(self, **options):
+        queue = self._landing_queue
+        if queue is None:
+            return super()._brpop_read(**options)
+        try:
+            try:
+                raw = self.client.parse_response(self.client.connection, "BLMOVE", **options)
+            except self.connection_errors:
+                # Disconnect so that the next poll reconnects; the message, if
+                # any, waits on the landing list for the sweep.
+                self.client.connection.disconnect()
+                raise
+            if raw is None:
+                raise Empty()
+            message = self._claim_landed(queue, raw)
+            tag = message["properties"]["delivery_tag"]
+            self.claimed.add(tag)
+            try:
+                self.connection._deliver(message, queue)
+            finally:
+                self.claimed.discard(tag)
+            return True
+        finally:
+            self._landing_queue = self._in_poll = None
+            self._flush_brpop_reauth()
+
+    def _claim_landed(self, queue, raw):
+        """Move a landed message to the unacked hash and return it, or raise Empty
+        when a sweep has already put it back on the queue."""
+        landing, landing_index = self._landing_keys(queue)
+        with self.conn_or_acquire() as client:
+            try:
+                message = loads(bytes_to_str(raw))
+                tag = message["properties"]["delivery_tag"]
+                info = message["properties"]["delivery_info"]
+                entry = dumps([message, info["exchange"], info["routing_key"]])
+            except (TypeError, ValueError, KeyError):
+                # As kombu's BRPOP would, drop what no consumer can read.
+                logger.error("Dropped a message that is not kombu's from %s: %r", queue, raw[:1024])
+                client.lrem(landing, 1, raw)
+                raise Empty() from None
+            if queue in self._no_ack_queues:
+                entry = ""
+            keys = [landing, self.unacked_key, self.unacked_index_key, landing_index]
+            if not self._claim(keys=keys, args=[raw, tag, entry, time()], client=client):
+                raise Empty()
+        return message
+
+    def restore_landed(self):
+        """Put back on its queue every message a dead worker left landed."""
+        with self.conn_or_acquire() as client:
+            for queue in self.active_queues:
+                landing, index = self._landing_keys(queue)
+                keys, args = [landing, queue, index], [time(), self.landing_timeout]
+                if restored := self._sweep(keys=keys, args=args, client=client):
+                    logger.warning("Put %d message(s) left landed back on %s.", restored, queue)
+
+    def _landing_keys(self, queue):
+        return self.landing_prefix + queue, self.landing_index_prefix + queue
+
+    def _poll_error(self, type, **options):
+        if type == "BRPOP" and self._landing_queue is not None:
+            # Read the BLMOVE reply as such; its message waits on the landing list.
+            return self.client.parse_response(self.client.connection, "BLMOVE")
+        return super()._poll_error(type, **options)
+
+
+class Transport(redis.Transport):
+    """kombu's Redis transport with the Channel above."""
+
+    Channel = Channel

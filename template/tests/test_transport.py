@@ -1,0 +1,134 @@
+"""ops/transport.py against a real Redis: a message a worker takes is always on
+its queue, on the queue's landing list or in the unacked hash.
+
+Needs REDIS_TEST_URL, a Redis database these tests may write to (CI sets it):
+    REDIS_TEST_URL=redis://localhost:6379/15 uv run pytest tests/test_transport.py
+Each test uses a queue of its own and removes its keys.
+"""
+
+import logging
+import os
+import uuid
+from queue import Empty
+
+import pytest
+import redis
+from django.conf import settings
+from kombu import Connection, Consumer, Producer, Queue
+from kombu.transport import get_transport_cls
+from kombu.utils.json import loads
+
+from ops.transport import Transport
+
+URL = os.environ.get("REDIS_TEST_URL")
+needs_redis = pytest.mark.skipif(not URL, reason="set REDIS_TEST_URL to a Redis database")
+
+
+def test_redis_urls_take_this_transport():
+    assert get_transport_cls("redis") is get_transport_cls("rediss") is Transport
+    assert isinstance(Connection(settings.CELERY_BROKER_URL).transport, Transport)
+
+
+@pytest.fixture
+def client():
+    return redis.Redis.from_url(URL)
+
+
+@pytest.fixture
+def connection():
+    # landing_timeout 0: the second sweep that finds a message landed restores it.
+    options = {"landing_timeout": 0}
+    with Connection(URL, transport_options=options) as conn:
+        yield conn
+
+
+@pytest.fixture
+def queue(client):
+    name = f"test-transport-{uuid.uuid4().hex}"
+    yield Queue(name)
+    client.delete(*client.keys(f"*{name}*"), name)
+
+
+def publish(connection, queue, body):
+    # The default exchange: the routing key names the queue.
+    Producer(connection.default_channel).publish(body, routing_key=queue.name)
+
+
+def consume(connection, *queues, no_ack=False):
+    """Take one message: (channel, message), not acknowledged."""
+    received = []
+    channel = connection.default_channel
+    with Consumer(channel, queues, callbacks=[lambda _, m: received.append(m)], no_ack=no_ack):
+        connection.drain_events(timeout=5)
+    return channel, received[0]
+
+
+def land(client, queue):
+    """Do what BLMOVE does for a worker that then dies before it claims the message."""
+    return client.lmove(queue.name, f"unacked_landing:{queue.name}", "RIGHT", "LEFT")
+
+
+@needs_redis
+def test_a_taken_message_stays_in_the_unacked_hash_until_acknowledged(connection, queue, client):
+    publish(connection, queue, {"n": 1})
+    _, message = consume(connection, queue)
+    assert message.payload == {"n": 1}
+    assert client.llen(queue.name) == 0
+    assert client.llen(f"unacked_landing:{queue.name}") == 0
+    assert client.hexists("unacked", message.delivery_tag)
+    message.ack()
+    assert not client.hexists("unacked", message.delivery_tag)
+    assert client.zscore("unacked_index", message.delivery_tag) is None
+
+
+@needs_redis
+def test_a_message_left_landed_goes_back_on_its_queue(connection, queue, client):
+    publish(connection, queue, {"n": 2})
+    land(client, queue)
+    channel = connection.default_channel
+    with Consumer(channel, [queue]):
+        channel.restore_landed()  # first sighting
+        assert client.llen(queue.name) == 0
+        channel.restore_landed()  # landed for landing_timeout since: restored
+    assert client.llen(queue.name) == 1
+    assert client.exists(f"unacked_landing_index:{queue.name}") == 0
+    _, message = consume(connection, queue)
+    assert message.payload == {"n": 2}
+    message.ack()
+
+
+@needs_redis
+def test_a_late_claim_does_not_deliver_a_restored_message(connection, queue, client):
+    publish(connection, queue, {"n": 3})
+    raw = land(client, queue)
+    channel = connection.default_channel
+    with Consumer(channel, [queue]):
+        channel.restore_landed()
+        channel.restore_landed()
+        # The worker that took it wakes up now: the sweep got there first.
+        with pytest.raises(Empty):
+            channel._claim_landed(queue.name, raw)
+    tag = loads(raw)["properties"]["delivery_tag"]
+    assert not client.hexists("unacked", tag)
+    assert client.llen(queue.name) == 1
+
+
+@needs_redis
+def test_a_consumer_without_acks_leaves_nothing_unacknowledged(connection, queue, client):
+    publish(connection, queue, {"n": 4})
+    _, message = consume(connection, queue, no_ack=True)
+    assert message.payload == {"n": 4}
+    assert not client.hexists("unacked", message.delivery_tag)
+    assert client.llen(f"unacked_landing:{queue.name}") == 0
+
+
+@needs_redis
+def test_two_queues_fall_back_to_brpop_and_say_so(connection, queue, client, caplog):
+    other = Queue(f"{queue.name}-other")
+    publish(connection, other, {"n": 5})
+    with caplog.at_level(logging.WARNING, logger="ops.transport"):
+        _, message = consume(connection, queue, other)
+    assert message.payload == {"n": 5}
+    assert not client.exists(f"unacked_landing:{other.name}")
+    message.ack()
+    assert "with BRPOP" in caplog.text
