@@ -5,6 +5,9 @@ They run with every manage.py command, and in `check --deploy`.
 
 from django.conf import settings
 from django.core import checks
+from django.utils.module_loading import autodiscover_modules
+
+from config.celery import app
 
 
 @checks.register("celery")
@@ -28,3 +31,23 @@ def check_visibility_timeout(app_configs, **kwargs):
                 )
             )
     return errors
+
+
+@checks.register("celery")
+def check_retry_delays(app_configs, **kwargs):
+    """A pool child killed mid-task retries its task after the task's
+    default_retry_delay (CELERY_TASK_RETRY_ON_WORKER_LOST): a countdown like any
+    other, so TASK_MAX_COUNTDOWN, and with it the visibility timeout, must cover it.
+    """
+    autodiscover_modules("tasks")  # import every app's tasks.py, as the worker does
+    return [
+        checks.Error(
+            f"Retries after a lost worker in {task.default_retry_delay}s, "
+            f"beyond TASK_MAX_COUNTDOWN ({settings.TASK_MAX_COUNTDOWN}s).",
+            hint="Raise TASK_MAX_COUNTDOWN, or give the task a shorter default_retry_delay.",
+            obj=name,
+            id="ops.E002",
+        )
+        for name, task in sorted(app.tasks.items())
+        if not name.startswith("celery.") and task.default_retry_delay > settings.TASK_MAX_COUNTDOWN
+    ]

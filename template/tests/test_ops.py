@@ -58,6 +58,17 @@ def test_healthz_reports_a_broker_outage(client):
     assert response.json()["checks"]["broker"] == "unavailable"
 
 
+def test_a_503_does_not_mail_the_admins_but_a_500_does(client, mailoutbox, settings):
+    settings.ADMINS = [("Ops", "ops@example.com")]
+    with mock.patch("ops.views.ensure_broker", side_effect=OperationalError("refused")):
+        assert client.get("/healthz/", secure=True).status_code == 503
+    assert mailoutbox == []
+    client.raise_request_exception = False
+    with mock.patch("ops.views.JsonResponse", side_effect=RuntimeError("a bug")):
+        assert client.get("/healthz/", secure=True).status_code == 500
+    assert [mail.to for mail in mailoutbox] == [["ops@example.com"]]
+
+
 def test_failed_task_is_recorded_once_as_a_dead_letter():
     @tasks.shared_task(name="tests.always_fails")
     def always_fails(x):
@@ -94,3 +105,15 @@ def test_visibility_timeout_check_passes_as_configured():
 def test_visibility_timeout_check_catches_a_timeout_below_the_time_limit():
     errors = checks.check_visibility_timeout(None)
     assert [error.id for error in errors] == ["ops.E001"]
+
+
+def test_retry_delay_check_passes_as_configured():
+    assert checks.check_retry_delays(None) == []
+
+
+@override_settings(TASK_MAX_COUNTDOWN=60)
+def test_retry_delay_check_catches_a_countdown_cap_below_a_retry_delay():
+    errors = checks.check_retry_delays(None)
+    assert errors
+    assert {error.id for error in errors} == {"ops.E002"}
+    assert "reports.tasks.email_report" in {error.obj for error in errors}
