@@ -357,6 +357,10 @@ class Service:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
+                # A Celery process logs every thread's stack on SIGUSR1: say where it hung.
+                with contextlib.suppress(ProcessLookupError):
+                    self.proc.send_signal(signal.SIGUSR1)
+                time.sleep(1)
                 self.kill()
         return self.proc.returncode
 
