@@ -108,7 +108,9 @@ def test_ci_workflow_fits_the_variant(variant):
     queues = [
         item.split(":")[0].strip() for item in answers.get("queues", "default:4,email:8:threads,render:2").split(",")
     ]
-    assert re.search(r"celery -A config worker -Q (\S+)", steps)[1].split(",") == queues
+    # One worker per queue, named after it, as the Procfile and the deploy files run them.
+    assert re.search(r"for queue in ([^;]+); do", steps)[1].split() == queues
+    assert 'celery -A config worker -Q "$queue" -n "$queue@%h"' in steps
 
 
 def test_update_workflow_runs_weekly_fails_on_rejects_and_opens_a_pull_request(variant):
@@ -199,6 +201,6 @@ def test_ci_jobs_commands_pass_here(rendered, venv, tmp_path):
     assert "DJANGO_SECRET_KEY=" in github_env.read_text()
     (smoke,) = [output for script, output in outputs.items() if "celery_healthcheck" in script]
     for queue in ("default", "email", "render"):
-        assert re.search(rf"^{queue}\s+ok\s+ci@", smoke, re.M), smoke
+        assert re.search(rf"^{queue}\s+ok\s+{queue}@", smoke, re.M), smoke
     (tests,) = [output for script, output in outputs.items() if script == "uv run pytest"]
     assert re.search(r"\d+ passed", tests) and "skipped" not in tests, tests
