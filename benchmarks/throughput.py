@@ -1,10 +1,13 @@
 """Enqueue and drain rates of a generated project's worker. Prints figures.
 
     .venv/bin/python benchmarks/throughput.py [--tasks 5000] [--concurrency 2] [--results none]
+                                              [--kombu-transport]
 
 Renders a Redis-broker project, starts a private redis-server and one prefork
 worker on the default queue with the generated production settings (late acks,
 prefetch 1), sends no-op tasks (`celery.accumulate`) and times both sides.
+--kombu-transport deletes the project's TRANSPORT_ALIASES line, so workers take
+messages with kombu's BRPOP instead of ops/transport.py's BLMOVE and claim script.
 See docs/benchmarks.md.
 """
 
@@ -39,6 +42,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--results", choices=["none", "redis", "django-db"], default="none")
+    parser.add_argument("--kombu-transport", action="store_true", help="kombu's BRPOP, not ops/transport.py")
     args = parser.parse_args()
 
     venv = project_venv()
@@ -46,6 +50,10 @@ def main() -> None:
         tmp = Path(tmp)
         answers = {"database": "sqlite", "result_backend": args.results, "queues": f"default:{args.concurrency}"}
         project = render(tmp / "project", answers)
+        if args.kombu_transport:
+            celery_py = project / "config" / "celery.py"
+            lines = celery_py.read_text().splitlines(keepends=True)
+            celery_py.write_text("".join(line for line in lines if not line.startswith("TRANSPORT_ALIASES")))
         redis = PrivateRedis(tmp / "redis", appendonly=False).start()
         try:
             env = project_env(
@@ -73,7 +81,7 @@ def main() -> None:
                 project, env, tmp / "logs",
             )  # fmt: skip
             began = time.perf_counter()
-            while client.llen("default") or client.hlen("unacked"):
+            while client.llen("default") or client.llen("unacked_landing:default") or client.hlen("unacked"):
                 time.sleep(0.05)
                 if worker.proc.poll() is not None:
                     raise SystemExit(worker.output()[-3000:])
@@ -82,7 +90,8 @@ def main() -> None:
         finally:
             redis.stop()
             shutil.rmtree(tmp / "redis", ignore_errors=True)
-    print(f"{args.tasks} no-op tasks, prefork concurrency {args.concurrency}, results: {args.results}")
+    transport = "kombu's BRPOP" if args.kombu_transport else "ops/transport.py (BLMOVE)"
+    print(f"{args.tasks} no-op tasks, prefork concurrency {args.concurrency}, results: {args.results}, {transport}")
     print(f"  enqueue: {args.tasks / elapsed:,.0f} tasks/s ({backlog} queued)")
     print(f"  drain:   {args.tasks / drained:,.0f} tasks/s (worker start-up included)")
 
