@@ -58,6 +58,8 @@ FAULT_APP = ROOT / "tests" / "fault_app" / "faultlab"
 REPORT_DIR = CACHE / "fault-report"
 WORKER = "worker-default"
 QUEUE = "default"
+# ops/transport.py's keys for the queue: messages a worker took but has not claimed.
+LANDING, LANDING_INDEX = f"unacked_landing:{QUEUE}", f"unacked_landing_index:{QUEUE}"
 
 
 # --- The project under test ------------------------------------------------------
@@ -392,7 +394,7 @@ def test_sigkill_while_the_worker_takes_a_message_loses_nothing(lab_for, variant
     os.killpg(worker.proc.pid, signal.SIGKILL)  # the whole worker, as a cgroup kill does
     worker.proc.wait(10)
     assert broker.llen(QUEUE) == broker.llen("parking") == 0
-    landed = broker.llen(f"unacked_landing:{QUEUE}")
+    landed = broker.llen(LANDING)
     restarted = lab.ready(lab.start_worker())
     lab.wait_recorded("in-flight", 1, timeout=30)
     figures = lab.stats("in-flight", 1)
@@ -406,7 +408,7 @@ def test_sigkill_while_the_worker_takes_a_message_loses_nothing(lab_for, variant
     assert figures["lost"] == 0, f"taken with {command.upper()}, then lost"
     assert (command, landed) == ("blmove", 1)
     assert "Put 1 message(s) left landed back on default" in restarted.output()
-    assert not broker.exists(f"unacked_landing:{QUEUE}", f"unacked_landing_index:{QUEUE}")
+    assert not broker.exists(LANDING, LANDING_INDEX)
 
 
 @pytest.mark.parametrize("variant", [pytest.param("redis", id="redis", marks=KILLS)])

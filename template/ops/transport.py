@@ -79,6 +79,8 @@ class QoS(redis.QoS):
         return super().append(message, delivery_tag)
 
     def restore_visible(self, *args, **kwargs):
+        # Not throttled like kombu's scan: one script call on a list that is
+        # empty but for a crash, every unacked_restore_interval in a worker.
         self.channel.restore_landed()
         return super().restore_visible(*args, **kwargs)
 
@@ -172,14 +174,13 @@ class Channel(redis.Channel):
                 message = loads(bytes_to_str(raw))
                 tag = message["properties"]["delivery_tag"]
                 info = message["properties"]["delivery_info"]
-                entry = dumps([message, info["exchange"], info["routing_key"]])
+                unacked = (info["exchange"], info["routing_key"])
             except (TypeError, ValueError, KeyError):
                 # As kombu's BRPOP would, drop what no consumer can read.
                 logger.error("Dropped a message that is not kombu's from %s: %r", queue, raw[:1024])
                 client.lrem(landing, 1, raw)
                 raise Empty() from None
-            if queue in self._no_ack_queues:
-                entry = ""
+            entry = "" if queue in self._no_ack_queues else dumps([message, *unacked])
             keys = [landing, self.unacked_key, self.unacked_index_key, landing_index]
             if not self._claim(keys=keys, args=[raw, tag, entry, time()], client=client):
                 raise Empty()

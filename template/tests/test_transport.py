@@ -63,9 +63,14 @@ def consume(connection, *queues, no_ack=False):
     return channel, received[0]
 
 
+def landing(queue):
+    """The list ops/transport.py moves the queue's messages to as workers take them."""
+    return f"unacked_landing:{queue.name}"
+
+
 def land(client, queue):
     """Do what BLMOVE does for a worker that then dies before it claims the message."""
-    return client.lmove(queue.name, f"unacked_landing:{queue.name}", "RIGHT", "LEFT")
+    return client.lmove(queue.name, landing(queue), "RIGHT", "LEFT")
 
 
 @needs_redis
@@ -74,7 +79,7 @@ def test_a_taken_message_stays_in_the_unacked_hash_until_acknowledged(connection
     _, message = consume(connection, queue)
     assert message.payload == {"n": 1}
     assert client.llen(queue.name) == 0
-    assert client.llen(f"unacked_landing:{queue.name}") == 0
+    assert client.llen(landing(queue)) == 0
     assert client.hexists("unacked", message.delivery_tag)
     message.ack()
     assert not client.hexists("unacked", message.delivery_tag)
@@ -119,7 +124,7 @@ def test_a_consumer_without_acks_leaves_nothing_unacknowledged(connection, queue
     _, message = consume(connection, queue, no_ack=True)
     assert message.payload == {"n": 4}
     assert not client.hexists("unacked", message.delivery_tag)
-    assert client.llen(f"unacked_landing:{queue.name}") == 0
+    assert client.llen(landing(queue)) == 0
 
 
 @needs_redis
@@ -129,6 +134,6 @@ def test_two_queues_fall_back_to_brpop_and_say_so(connection, queue, client, cap
     with caplog.at_level(logging.WARNING, logger="ops.transport"):
         _, message = consume(connection, queue, other)
     assert message.payload == {"n": 5}
-    assert not client.exists(f"unacked_landing:{other.name}")
+    assert not client.exists(landing(other))
     message.ack()
     assert "with BRPOP" in caplog.text
