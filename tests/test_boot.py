@@ -255,6 +255,28 @@ def test_flower_requires_auth(booted):
     assert listening_addresses(port) == {"127.0.0.1"}
 
 
+def test_flower_turns_on_the_events_that_settings_leave_off(booted):
+    """Task events cost a publish per task, so settings leave them off; Flower
+    (started by the test above) asks the workers for them and lists tasks."""
+    assert "CELERY_WORKER_SEND_TASK_EVENTS = False" in (booted.project / "config" / "settings.py").read_text()
+    if "flower" not in booted.services:
+        wait_for_port(int(booted.env["FLOWER_PORT"]), proc=booted.start("flower").proc)
+    base = f"http://127.0.0.1:{booted.env['FLOWER_PORT']}/flower"
+    credentials = f"{booted.env['FLOWER_USER']}:{booted.env['FLOWER_PASSWORD']}"
+    worker = booted.services["worker-default"]
+    worker.wait_for_log(r"Events of group \{task\} enabled by remote", timeout=30)
+    task_id = booted.shell("from ops.tasks import purge_dead_letters; print(purge_dead_letters.delay().id)").stdout
+    task_id = task_id.strip().splitlines()[-1]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        status, body = http(f"{base}/api/task/info/{task_id}", auth=credentials)
+        if status == 200 and json.loads(body).get("state") == "SUCCESS":
+            break
+        time.sleep(0.5)
+    assert status == 200, body
+    assert json.loads(body)["name"] == "ops.tasks.purge_dead_letters"
+
+
 def test_web_answers_its_health_check(booted):
     web = booted.start("web")
     port = int(booted.env["PORT"])
