@@ -28,16 +28,18 @@ class InterpolationError(KeyError):
 
 
 def queues_of(spec: str) -> list[dict]:
-    """The `queues` answer as {"name", "concurrency", "pool"} dicts, parsed
-    independently of the template's macro."""
+    """The `queues` answer as {"name", "concurrency", "pool", "prefetch"} dicts,
+    parsed independently of the template's macro."""
     result = []
     for item in spec.split(","):
         name, *rest = [part.strip() for part in item.strip().split(":")]
+        rest += [""] * (3 - len(rest))
         result.append(
             {
                 "name": name,
-                "concurrency": int(rest[0]) if rest and rest[0] else None,
-                "pool": rest[1] if len(rest) > 1 else "prefork",
+                "concurrency": int(rest[0]) if rest[0] else None,
+                "pool": rest[1] or "prefork",
+                "prefetch": int(rest[2]) if rest[2] else None,
             }
         )
     return result
@@ -74,6 +76,7 @@ def assert_worker_command(command: list[str], queue: dict) -> None:
     assert options["-n"] == f"{queue['name']}@%h"
     assert options["-P"] == queue["pool"]
     assert options.get("-c") == (str(queue["concurrency"]) if queue["concurrency"] else None)
+    assert options.get("--prefetch-multiplier") == (str(queue["prefetch"]) if queue["prefetch"] else None)
 
 
 def interpolate(text: str, variables: dict[str, str]) -> str:

@@ -41,7 +41,10 @@ INVALID = {
     "concurrency above 256": ({"queues": "default:257"}, "queues", "from 1 to 256"),
     "concurrency not a number": ({"queues": "default:four"}, "queues", "from 1 to 256"),
     "unknown pool": ({"queues": "default:4:gevent"}, "queues", "prefork or threads"),
-    "too many parts": ({"queues": "default:4:prefork:x"}, "queues", "too many"),
+    "zero prefetch": ({"queues": "default:4:prefork:0"}, "queues", "prefetch of 'default' must be"),
+    "prefetch above 1024": ({"queues": "default:4:prefork:1025"}, "queues", "from 1 to 1024"),
+    "prefetch not a number": ({"queues": "default:4:prefork:x"}, "queues", "from 1 to 1024"),
+    "too many parts": ({"queues": "default:4:prefork:8:x"}, "queues", "too many"),
     "privileged flower port": ({"flower_port": 80}, "flower_port", "outside 1024-65535"),
     "flower port too high": ({"flower_port": 70000}, "flower_port", "outside 1024-65535"),
     "unknown deploy target": ({"deploy": ["docker"]}, "deploy", "Invalid choice"),
@@ -113,6 +116,7 @@ VALID = {
     "slug derived from an odd name": ({"project_name": "  2nd Shop -- Deluxe!  "}, "nd_shop_deluxe"),
     "spaces around queue items": ({"queues": " default:2 , mail:3:threads "}, None),
     "queue without concurrency": ({"queues": "default,bulk::threads"}, None),
+    "prefetch without concurrency or pool": ({"queues": "default:::32,render:2:prefork:1"}, None),
 }
 
 
@@ -128,10 +132,11 @@ def test_valid_edge_cases_render(copie, answers, slug):
         if not name:
             continue
         line = next(line for line in procfile.splitlines() if line.startswith(f"worker-{name}:"))
-        concurrency, _, pool = rest.partition(":")
+        concurrency, pool, prefetch = (rest.split(":") + ["", ""])[:3]
         assert f"-Q {name} -n {name}@%h" in line
         assert (f" -c {concurrency} " in line) == bool(concurrency)
         assert f"-P {pool or 'prefork'}" in line
+        assert (f" --prefetch-multiplier {prefetch} " in line) == bool(prefetch)
 
 
 def test_soft_limit_default_follows_the_hard_limit(copie):

@@ -23,6 +23,7 @@ from deploy_host import (
     values,
 )
 
+from deploy_files import queues_of
 from helpers import ROOT
 from variants import MATRIX
 
@@ -76,29 +77,14 @@ def test_unit_set_follows_the_answers(project):
 
 
 def test_one_env_file_per_queue_with_its_options(project):
-    queues = {queue["name"]: queue for queue in answers_queue_list(project)}
+    queues = {queue["name"]: queue for queue in queues_of(answers(project)["queues"])}
     files = queue_env_files(project)
     assert set(files) == set(queues)
     for name, path in files.items():
         env = parse_env_file(path.read_text())
         assert env["WORKER_POOL"] == queues[name]["pool"]
         assert env["WORKER_CONCURRENCY"] == str(queues[name]["concurrency"] or "")
-        assert env["CELERY_WORKER_PREFETCH_MULTIPLIER"].isdigit()
-
-
-def answers_queue_list(project):
-    """The queue answer parsed as copier's `queue_list` (name[:concurrency[:pool]])."""
-    result = []
-    for item in answers(project)["queues"].split(","):
-        parts = [part.strip() for part in item.strip().split(":")]
-        result.append(
-            {
-                "name": parts[0],
-                "concurrency": int(parts[1]) if len(parts) > 1 and parts[1] else None,
-                "pool": parts[2] if len(parts) > 2 else "prefork",
-            }
-        )
-    return result
+        assert env["CELERY_WORKER_PREFETCH_MULTIPLIER"] == str(queues[name]["prefetch"] or 1)
 
 
 def test_process_model_and_restarts(project):

@@ -50,7 +50,7 @@ CURRENT = released_versions()[0]
 
 # Every deployment target, so their per-queue files go through the updates too.
 ANSWERS = {"deploy": ["systemd", "compose", "kubernetes"]}
-DEFAULT_QUEUES = "default:4,email:8:threads,render:2"
+DEFAULT_QUEUES = COPIER_YML["queues"]["default"]
 NEW_QUEUE = "thumbnails"
 
 # Generated once and never updated (.env: compared byte for byte on its own).

@@ -14,8 +14,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import REDIS, project_env, redis_database, require, run
+from deploy_files import queues_of
+from helpers import REDIS, ROOT, project_env, redis_database, require, run
 from variants import MATRIX
+
+COPIER_YML = yaml.safe_load((ROOT / "copier.yml").read_text())
 
 VARIANTS = [
     "redis-djangodb-postgresql",
@@ -105,9 +108,7 @@ def test_ci_workflow_fits_the_variant(variant):
         "manage.py celery_healthcheck",
     ):
         assert command in steps
-    queues = [
-        item.split(":")[0].strip() for item in answers.get("queues", "default:4,email:8:threads,render:2").split(",")
-    ]
+    queues = [queue["name"] for queue in queues_of(answers.get("queues", COPIER_YML["queues"]["default"]))]
     # One worker per queue, named after it, as the Procfile and the deploy files run them.
     assert re.search(r"for queue in ([^;]+); do", steps)[1].split() == queues
     assert 'celery -A config worker -Q "$queue" -n "$queue@%h"' in steps
