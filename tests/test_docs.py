@@ -82,3 +82,12 @@ def test_copier_accepts_every_example_answer(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Validation error" not in proc.stderr
+
+
+def test_the_home_page_shows_the_readmes_two_commands():
+    """test_readme.py runs the README's commands; the home page must show the same."""
+    readme = (ROOT / "README.md").read_text()
+    home = (ROOT / "docs" / "index.md").read_text()
+    for marker in ("generate-command", "test-command"):
+        command = re.search(rf"<!-- {marker} -->\s*```bash\n(.+?)\n```", readme, re.S).group(1)
+        assert f"```bash\n{command}\n```" in home, marker
