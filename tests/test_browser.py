@@ -298,7 +298,7 @@ def test_add_a_periodic_task_in_the_admin(stack, browser):
     interval = Select(browser.find_element(By.ID, "id_interval"))
     wait_until(lambda: "every 2 seconds" in interval.first_selected_option.text)
     browser.find_element(By.NAME, "_save").click()
-    wait_for_text(browser, [f"“{name}” was added successfully"], ".messagelist")
+    wait_for_text(browser, [f"“{name}: every 2 seconds” was added successfully"], ".messagelist")
     worker = stack.services["worker-default"]
     start = len(worker.output())
     beat = stack.start("beat")
