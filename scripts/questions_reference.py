@@ -65,8 +65,8 @@ copier copy --trust --defaults --data project_name="Acme Shop" --data broker=rab
 
 A wrong answer stops Copier before it writes anything (at a prompt, Copier
 shows the message and asks again); each question below lists the messages it
-can be refused with. A default in *italics* is computed from the
-answers before it (shown here for the default answers).
+can be refused with. A default marked *computed* is derived from
+the answers before it (shown here for the default answers).
 
 """
 
@@ -183,7 +183,7 @@ def render_page() -> str:
         default = code(defaults[key])
         raw = question.get("default")
         if isinstance(raw, str) and "{{" in raw:
-            default = f"*{default}*"
+            default = f"{default} (computed)"
         example = data_argument(key, EXAMPLES[key])
         lines.append(f"| [`{key}`](#{anchor(key)}) | {question_type(question)} | {default} | {example} |")
     lines.append("")
