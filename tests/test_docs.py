@@ -1,0 +1,93 @@
+"""The documentation site (mkdocs.yml, docs/): it builds strictly, so a broken
+link or anchor fails the suite, and the generated questions reference matches
+copier.yml."""
+
+import importlib.util
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from helpers import ROOT
+
+BIN = Path(sys.executable).parent
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("questions_reference", ROOT / "scripts" / "questions_reference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_site_builds_strictly(tmp_path):
+    site = tmp_path / "site"
+    proc = subprocess.run(
+        [BIN / "mkdocs", "build", "--strict", "--site-dir", str(site)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": str(BIN) + ":/usr/bin:/bin", "NO_MKDOCS_2_WARNING": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    # Material renders these blocks with Mermaid; a plain code block would show the source.
+    architecture = (site / "architecture" / "index.html").read_text()
+    assert architecture.count('<pre class="mermaid">') >= 3
+    home = (site / "index.html").read_text()
+    assert '<pre class="mermaid">' in home
+
+
+def test_every_page_is_in_the_nav():
+    config = yaml.load((ROOT / "mkdocs.yml").read_text(), Loader=yaml.BaseLoader)
+
+    def pages(items):
+        for item in items:
+            for value in item.values():
+                yield from pages(value) if isinstance(value, list) else [value]
+
+    assert sorted(pages(config["nav"])) == sorted(p.name for p in (ROOT / "docs").glob("*.md"))
+
+
+def test_the_questions_reference_is_current():
+    """docs/questions.md is what scripts/questions_reference.py writes from copier.yml."""
+    proc = subprocess.run(
+        [sys.executable, ROOT / "scripts" / "questions_reference.py", "--check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_every_question_has_help_and_an_example():
+    script = load_script()
+    assert script.problems() == []
+    asked = [key for key, question in script.load_questions().items() if script.is_asked(question)]
+    page = (ROOT / "docs" / "questions.md").read_text()
+    for key in asked:
+        assert re.search(rf"^## `{key}` ", page, re.M), key
+
+
+def test_copier_accepts_every_example_answer(tmp_path):
+    """The examples, passed exactly as the page shows them, make a valid project."""
+    arguments = shlex.split(" ".join(load_script().data_arguments()))
+    proc = subprocess.run(
+        [BIN / "copier", "copy", "--trust", "--defaults", "--pretend", "--vcs-ref", "HEAD", "--skip-tasks",
+         *arguments, str(ROOT), str(tmp_path / "project")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Validation error" not in proc.stderr
+
+
+def test_the_home_page_shows_the_readmes_two_commands():
+    """test_readme.py runs the README's commands; the home page must show the same."""
+    readme = (ROOT / "README.md").read_text()
+    home = (ROOT / "docs" / "index.md").read_text()
+    for marker in ("generate-command", "test-command"):
+        command = re.search(rf"<!-- {marker} -->\s*```bash\n(.+?)\n```", readme, re.S).group(1)
+        assert f"```bash\n{command}\n```" in home, marker
