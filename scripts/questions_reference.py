@@ -36,7 +36,7 @@ EXAMPLES = {
     "database": "sqlite",
     "broker": "rabbitmq",
     "result_backend": "redis",
-    "queues": "default:4,email:8:threads,render:2,reports:1",
+    "queues": "default:4:prefork:4,email:8:threads,render:2,reports:1",
     "use_beat": False,
     "use_flower": True,
     "flower_port": 5600,
