@@ -242,7 +242,9 @@ def lab(venv, tmp_path_factory):
 
 def test_a_task_that_fails_for_good_is_reported(lab):
     task_id = lab.send("fail_for_good")
-    event = lab.sentry.wait_for("event", lambda event: event.get("tags", {}).get("celery_task_id") == task_id)
+    event = lab.sentry.wait_for(
+        "event", lambda event: event.get("tags", {}).get("celery_task_id") == task_id and exception_types(event)
+    )
     (exception,) = event["exception"]["values"]
     assert exception["type"] == "TaskFailure"
     assert exception["value"] == "sentrylab: the task failed for good"
