@@ -37,6 +37,7 @@ from helpers import (
     REDIS,
     ROOT,
     free_port,
+    once_per_run,
     postgres_database,
     procfile,
     project_env,
@@ -215,7 +216,8 @@ def task_succeeded(worker, task_id: str, timeout: float = WAIT) -> None:
 
 
 @pytest.fixture(scope="module")
-def lab(venv, tmp_path_factory):
+def lab(request, venv, tmp_path_factory):
+    once_per_run(request, "boot-sentry")
     require("Redis", REDIS)
     require("PostgreSQL", POSTGRES)
     workdir = tmp_path_factory.mktemp("boot-sentry")
