@@ -166,7 +166,7 @@ class Lab:
         self.services = {}
 
     def manage(self, *args, env=None):
-        return run(["python", "manage.py", *args], self.project, env or self.env, timeout=120)
+        return run(["python", "manage.py", *args], self.project, env or self.env, timeout=300)
 
     def shell(self, code, env=None) -> str:
         """Run `code` in `manage.py shell`; returns the last line it printed."""
