@@ -21,7 +21,9 @@ class DeadLetterAdmin(admin.ModelAdmin):
         for letter in queryset:
             # Store the replay's outcome even for a task that ignores its result:
             # whoever replays it looks for it under Task results.
-            app.send_task(letter.task_name, args=letter.args, kwargs=letter.kwargs, ignore_result=False)
+            app.send_task(
+                letter.task_name, args=letter.args, kwargs=letter.kwargs, ignore_result=False
+            )
         count = queryset.count()
         queryset.delete()
         self.message_user(request, f"Replayed {count} task(s).")
