@@ -160,7 +160,7 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=10.0, help="length of the steady load")
     parser.add_argument("--workers", type=int, default=2, help="workers of the default queue")
     parser.add_argument("--max-tasks-per-child", type=int, default=50)
-    parser.add_argument("--burst", type=int, default=3000, help="tasks that measure the drain rate")
+    parser.add_argument("--burst", type=int, default=1000, help="tasks that measure the drain rate")
     parser.add_argument("--load", type=float, default=0.8, help="fraction of the drain rate to send at")
     args = parser.parse_args()
 
