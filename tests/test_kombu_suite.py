@@ -60,6 +60,7 @@ def test_kombus_redis_tests_pass_on_the_transport_but_for_the_documented_failure
         redis.kill()
     output = proc.stdout[-8000:] + proc.stderr[-4000:]
 
+    assert junit.exists(), output
     expected = expected_failures(project)
     outcomes: dict[str, list[tuple[str, str]]] = {}  # by test name without its parameters
     for case in ET.parse(junit).iter("testcase"):

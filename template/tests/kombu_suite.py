@@ -129,6 +129,9 @@ def main() -> int:
         command = [sys.executable, "-m", "pytest", "-p", "no:django", "-p", "no:cacheprovider"]
         command += ["-q", "-rfE", f"--junitxml={junit}", *tests]
         subprocess.run(command, cwd=work, env=env, check=False)  # noqa: S603  (a fixed command line)
+        if not junit.exists():
+            print("pytest wrote no report: see its output above")
+            return 1
         results = outcomes(junit)
     runs = [outcome for name_runs in results.values() for outcome, _ in name_runs]
     problems = verdict(results)
