@@ -27,12 +27,15 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis as redis_py
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+
+from test_faults import FAULT_APP, QUEUE, Lab  # noqa: E402
 
 from helpers import (  # noqa: E402
     CACHE,
@@ -46,9 +49,6 @@ from helpers import (  # noqa: E402
     run,
     start,
 )
-
-FAULT_APP = ROOT / "tests" / "fault_app" / "faultlab"
-QUEUE = "default"
 
 # Sends `count` faultlab.record tasks at `rate` per second; prints how many it sent.
 SEND = """
@@ -98,24 +98,16 @@ def memory(processes: dict[str, int]) -> dict[str, int]:
     return figures
 
 
-class Soak:
-    def __init__(self, project: Path, env: dict, logdir: Path, args):
-        self.project, self.env, self.logdir, self.args = project, env, logdir, args
-        self.workers: list[Service] = []
-        self.restarts = 0
+@dataclass
+class Soak(Lab):
+    """The fault tests' Lab (faultlab's counts), with numbered workers and a paced sender."""
 
-    def sql(self, query: str, *params):
-        import psycopg
-
-        with psycopg.connect(self.env["DATABASE_URL"], autocommit=True) as conn:
-            return conn.execute(query, params).fetchall()
-
-    def recorded(self, batch: str) -> int:
-        return self.sql("SELECT count(*) FROM faultlab_record WHERE key LIKE %s", f"{batch}-%")[0][0]
+    max_tasks_per_child: int = 50
+    restarts: int = 0
 
     def start_worker(self, number: int) -> Service:
         """The Procfile's worker line, as honcho runs it, with children recycled."""
-        command = f"{procfile(self.project)['worker-' + QUEUE]} --max-tasks-per-child {self.args.max_tasks_per_child}"
+        command = procfile(self.project)[f"worker-{QUEUE}"] + f" --max-tasks-per-child {self.max_tasks_per_child}"
         if number:  # a second worker of the queue, as on a second host
             command += f" -n {QUEUE}-{number + 1}@%h"
         name = f"worker-{number + 1}-{self.restarts}"
@@ -123,36 +115,9 @@ class Soak:
         worker.wait_for_log(r"@\S+ ready\.", timeout=120)
         return worker
 
-    def send(self, batch: str, rate: float, count: int):
-        return start(
-            f"send-{batch}",
-            ["python", "soak_send.py", batch, str(rate), str(count)],
-            self.project,
-            self.env,
-            self.logdir,
-        )
-
-    def wait_recorded(self, batch: str, count: int, timeout: float) -> int:
-        deadline = time.monotonic() + timeout
-        while (done := self.recorded(batch)) < count and time.monotonic() < deadline:
-            time.sleep(0.5)
-        return done
-
-    def stats(self, batch: str, sent: int) -> dict:
-        attempts = self.sql(
-            "SELECT key, pid, finished, duplicate FROM faultlab_attempt WHERE key LIKE %s", f"{batch}-%"
-        )
-        done = self.recorded(batch)
-        return {
-            "sent": sent,
-            "done": done,
-            "lost": sent - done,
-            "deliveries": len(attempts),
-            "duplicates": len(attempts) - len({row[0] for row in attempts}),
-            "absorbed": sum(1 for row in attempts if row[3]),
-            "cut short": sum(1 for row in attempts if not row[2]),
-            "pool processes used": len({row[1] for row in attempts}),
-        }
+    def send(self, batch: str, rate: float, count: int) -> Service:
+        command = ["python", "soak_send.py", batch, str(rate), str(count)]
+        return start(f"send-{batch}", command, self.project, self.env, self.logdir)
 
 
 def main() -> int:
@@ -184,7 +149,7 @@ def main() -> int:
             DATABASE_URL=database_url,
             CELERY_BROKER_URL=f"{redis.url}/0",
         )
-        soak = Soak(project, env, tmp / "logs", args)
+        soak = Soak("redis", project, database_url, tmp / "logs", env, max_tasks_per_child=args.max_tasks_per_child)
         try:
             run(["python", "manage.py", "migrate", "--no-input", "-v0"], project, env)
             soak.workers = [soak.start_worker(number) for number in range(args.workers)]
@@ -243,6 +208,8 @@ def main() -> int:
             soak.wait_recorded("soak", sent, timeout=600)
             drained = time.monotonic() - drained_at
             burst, steady = soak.stats("burst", args.burst), soak.stats("soak", sent)
+            for batch, figures in (("burst", burst), ("soak", steady)):
+                figures["pool processes"] = len({row[1] for row in soak.attempts(batch)})
         finally:
             for worker in soak.workers:
                 worker.stop(timeout=120)
@@ -264,8 +231,8 @@ def main() -> int:
     say("|---|---|---|---|---|---|---|---|")
     for name, figures in (("drain-rate burst", burst), ("steady load", steady)):
         say(
-            f"| {name} | {figures['sent']} | {figures['done']} | {figures['lost']} | {figures['duplicates']} | "
-            f"{figures['absorbed']} | {figures['cut short']} | {figures['pool processes used']} |"
+            f"| {name} | {figures['sent']} | {figures['completed']} | {figures['lost']} | {figures['duplicates']} | "
+            f"{figures['absorbed']} | {figures['interrupted']} | {figures['pool processes']} |"
         )
     say()
     say("Backlog (messages waiting in the queue), every 30 s: " + ", ".join(f"{m} min: {n}" for m, n in backlog))
