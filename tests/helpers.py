@@ -38,6 +38,7 @@ RABBITMQ = ("127.0.0.1", 5672)
 PROJECT_REQUIREMENTS = [
     "django>=5.2,<5.3",
     "celery>=5.7,<6",
+    "kombu>=5.7,<5.8",  # the generated pin (Redis broker): ops/transport.py subclasses kombu
     "redis>=8.1,<9",
     "amqp>=5.4,<6",
     "django-celery-beat>=2.9,<3",

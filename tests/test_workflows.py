@@ -112,10 +112,12 @@ def test_ci_workflow_fits_the_variant(variant):
     # One worker per queue, named after it, as the Procfile and the deploy files run them.
     assert re.search(r"for queue in ([^;]+); do", steps)[1].split() == queues
     assert 'celery -A config worker -Q "$queue" -n "$queue@%h"' in steps
+    # kombu's own tests against ops/transport.py (tests/test_kombu_suite.py runs the step).
+    assert ("uv run python tests/kombu_suite.py" in steps) == (broker == "redis")
 
 
 def test_update_workflow_runs_weekly_fails_on_rejects_and_opens_a_pull_request(variant):
-    _, project = variant
+    answers, project = variant
     update = load(project, "update.yml")
     triggers = update[True]
     assert "workflow_dispatch" in triggers
@@ -131,7 +133,15 @@ def test_update_workflow_runs_weekly_fails_on_rejects_and_opens_a_pull_request(v
     assert {"--defaults", "--conflict rej", "--trust"} <= set(re.findall(r"--conflict rej|--\w+", names[updating]))
     (rejects,) = [i for i, text in enumerate(names) if ".rej" in text]
     (pull_request,) = [i for i, text in enumerate(names) if text.startswith("peter-evans/create-pull-request@")]
-    assert updating < rejects < pull_request
+    (lock,) = [i for i, text in enumerate(names) if text == "uv lock"]  # CI installs exactly uv.lock
+    suite = [i for i, text in enumerate(names) if "uv run python tests/kombu_suite.py" in text]
+    assert updating < rejects < lock < pull_request
+    if answers.get("broker", "redis") == "redis":
+        # A release that moves kombu's pin runs kombu's tests on the transport before the pull request.
+        assert len(suite) == 1 and lock < suite[0] < pull_request and "uv sync" in names[suite[0]]
+        assert "redis" in job["services"]
+    else:
+        assert not suite and "services" not in job
     assert job["steps"][pull_request]["with"]["token"] == "${{ secrets.TEMPLATE_UPDATE_TOKEN || github.token }}"
     assert "exit 1" in names[rejects]
 
@@ -189,6 +199,8 @@ def test_ci_jobs_commands_pass_here(rendered, venv, tmp_path):
                 script = step.get("run", "")
                 if not script or script == "uv sync" or "failure()" in step.get("if", ""):
                     continue
+                if "tests/kombu_suite.py" in script:
+                    continue  # tests/test_kombu_suite.py runs it, against a Redis server of its own
                 env.update(line.split("=", 1) for line in github_env.read_text().splitlines() if line)
                 # GitHub runs `run:` with bash -eo pipefail; a session lets us end what it left running.
                 proc = subprocess.Popen(

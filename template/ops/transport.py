@@ -19,7 +19,10 @@ A message is thus always on its queue, on a landing list or in the unacked
 hash. BLMOVE waits on one list: the guarantee holds for a worker that consumes
 one queue, as each of this project's workers does, with one list per queue
 (`priority_steps` [0]). Any other worker falls back to BRPOP and says so.
-Needs Redis 6.2 or later. config/celery.py registers it for redis:// URLs.
+kombu emulates priorities with a list per priority, which BLMOVE cannot wait
+on together, so a message sent with a priority is refused, not silently sent
+without it. Needs Redis 6.2 or later. config/celery.py registers it for
+redis:// URLs.
 """
 
 import logging
@@ -110,6 +113,16 @@ class Channel(redis.Channel):
     @cached_property
     def _sweep(self):
         return self.client.register_script(SWEEP)
+
+    def _put(self, queue, message, **kwargs):
+        # kombu's default priority (0) is the only one this transport delivers in order.
+        if priority := self._get_message_priority(message):
+            raise ValueError(
+                f"Message priorities are not supported on Redis by ops/transport.py "
+                f"(priority {priority}, queue {queue!r}): route urgent tasks to a queue "
+                f"of their own instead. See the README."
+            )
+        return super()._put(queue, message, **kwargs)
 
     def basic_consume(self, queue, no_ack, *args, **kwargs):
         (self._no_ack_queues.add if no_ack else self._no_ack_queues.discard)(queue)

@@ -137,3 +137,12 @@ def test_two_queues_fall_back_to_brpop_and_say_so(connection, queue, client, cap
     assert not client.exists(landing(other))
     message.ack()
     assert "with BRPOP" in caplog.text
+
+
+@needs_redis
+def test_a_message_with_a_priority_is_refused_not_sent_without_it(connection, queue, client):
+    with pytest.raises(ValueError, match="priorities are not supported"):
+        Producer(connection.default_channel).publish({"n": 6}, routing_key=queue.name, priority=5)
+    assert client.llen(queue.name) == 0
+    publish(connection, queue, {"n": 7})  # the default priority is sent as before
+    assert client.llen(queue.name) == 1
