@@ -627,7 +627,7 @@ def main() -> int:
     args = parser.parse_args()
     workloads = {int(n) for n in args.workloads.split(",") if n.strip()}
     sizes = QUICK if args.quick else FULL
-    rounds = args.rounds or (1 if args.quick else 3)
+    rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
     template = args.template.resolve()
     if not reachable(POSTGRES):
         raise SystemExit(f"PostgreSQL is not reachable at {POSTGRES[0]}:{POSTGRES[1]}")
@@ -684,7 +684,6 @@ def main() -> int:
             raw = workdir / "drain.txt"
             figures = profile_round(bench, "generated", {1}, configs, spy=raw)
             report["py_spy"] = dict(top_frames(raw), drain_while_profiled=figures["w1_drain"])
-            shutil.copy(raw, args.output / "py-spy-generated-drain.txt")
         if 6 in workloads:
             log("workload 6: memory of the default stack")
             report["memory"] = memory(bench)
