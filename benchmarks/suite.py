@@ -557,6 +557,45 @@ def table(medians: dict, ratios: dict, targets: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def markdown(report: dict) -> str:
+    """The figures of a run as Markdown, for docs/performance.md."""
+    m = report["machine"]
+    load = report["machine"]["load_average_at_start"][0], report["load_average_at_end"][0]
+    lines = [
+        f"Run {report['date']} of `{report['command']}` on the template at `{report['template']['commit']}`: "
+        f"{m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, Python {m['python']}; "
+        f"load average {load[0]:.1f} at the start and {load[1]:.1f} at the end (the machine is shared); "
+        f"{report['rounds']} round(s), worker concurrency {report['concurrency']}, sizes {report['sizes']}; "
+        f"{report['duration_s']:.0f} s in all.",
+        "",
+    ]
+    if report["runs"]:
+        lines += [table(report["medians"], report["ratios"], report["targets"]), ""]
+    if "memory" in report:
+        lines += ["Memory of the default stack (workload 6, generated):", "", "| process | processes | PSS (MiB) |"]
+        lines += ["|---|---|---|"]
+        lines += [f"| {name} | {f['processes']} | {f['pss_mib']:.0f} |" for name, f in report["memory"].items()]
+        lines.append("")
+    if "render" in report:
+        lines += ["Render time (workload 8, `copier copy` with `git init`, no `uv lock`):", ""]
+        lines += ["| variant | median | runs |", "|---|---|---|"]
+        for name, f in report["render"].items():
+            lines.append(f"| {name} | {f['median_s']:.2f} s | {', '.join(f'{t:.2f}' for t in f['runs_s'])} |")
+        lines.append("")
+    if "py_spy" in report:
+        spy = report["py_spy"]
+        lines += [
+            f"py-spy on the generated worker's main process during a drain ({spy['samples']} samples at 200 Hz, "
+            f"drain {spy['drain_while_profiled']:.0f} tasks/s while profiled), share of samples:",
+            "",
+            "| own | frame | | inclusive | frame |",
+            "|---|---|---|---|---|",
+        ]
+        for (own, own_share), (inc, inc_share) in zip(spy["own_percent"], spy["inclusive_percent"], strict=False):
+            lines.append(f"| {own_share}% | `{own}` | | {inc_share}% | `{inc}` |")
+    return "\n".join(lines) + "\n"
+
+
 def chart(medians: dict, ratios: dict, path: Path, title: str) -> None:
     import matplotlib
 
@@ -720,7 +759,7 @@ def main() -> int:
             print(f"  {share:5.1f}%  {frame}")
     print(f"\nDone in {report['duration_s']:.0f} s.")
     (args.output / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.output / "latest.md").write_text(text + "\n")
+    (args.output / "latest.md").write_text(markdown(report))
     if runs:
         chart(medians, ratios, args.output / "latest.png", f"{report['date']}, {report['template']['commit']}")
     print(f"Wrote {args.output / 'latest.json'}" + (f" and {args.output / 'latest.png'}" if runs else ""))
