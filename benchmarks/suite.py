@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import itertools
 import json
 import os
 import platform
@@ -482,8 +483,9 @@ def render_times(template: Path, workdir: Path, runs: int) -> dict:
 # --- Profiling ---------------------------------------------------------------------------
 
 
-def top_frames(raw: Path, limit: int = 15) -> dict:
-    """Own and inclusive sample shares per frame, from py-spy's collapsed stacks."""
+def top_frames(raw: Path, limit: int = 20) -> dict:
+    """Own and inclusive sample shares per frame, from py-spy's collapsed stacks;
+    inclusive leaves out the frames of more than 90% of the samples."""
     own, inclusive, total = Counter(), Counter(), 0
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
@@ -494,6 +496,8 @@ def top_frames(raw: Path, limit: int = 15) -> dict:
         own[frames[-1]] += count
         for frame in set(frames):
             inclusive[frame] += count
+    # The stack every sample shares (click, the worker's start-up, the event loop) says nothing.
+    inclusive = Counter({frame: n for frame, n in inclusive.items() if n <= 0.9 * total})
     share = lambda counter: [(frame, round(100 * n / total, 1)) for frame, n in counter.most_common(limit)]  # noqa: E731
     return {"samples": total, "own_percent": share(own), "inclusive_percent": share(inclusive)}
 
@@ -591,8 +595,10 @@ def markdown(report: dict) -> str:
             "| own | frame | | inclusive | frame |",
             "|---|---|---|---|---|",
         ]
-        for (own, own_share), (inc, inc_share) in zip(spy["own_percent"], spy["inclusive_percent"], strict=False):
-            lines.append(f"| {own_share}% | `{own}` | | {inc_share}% | `{inc}` |")
+        rows = itertools.zip_longest(spy["own_percent"], spy["inclusive_percent"], fillvalue=("", 0))
+        for own, inclusive in rows:
+            cells = [f"{share}% | `{frame}`" if frame else " | " for frame, share in (own, inclusive)]
+            lines.append(f"| {cells[0]} | | {cells[1]} |")
     return "\n".join(lines) + "\n"
 
 
@@ -656,6 +662,10 @@ def git_commit(path: Path) -> str:
 
 
 def main() -> int:
+    # Stop cleanly on SIGTERM, and on SIGINT even when started in the background
+    # (where the shell ignores it): the services, the database and the files go.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 round, few tasks: a smoke test, not figures")
     parser.add_argument("--rounds", type=int, help="rounds of each profile (default 3, 1 with --quick)")
