@@ -26,6 +26,7 @@ redis:// URLs.
 """
 
 import logging
+from contextlib import contextmanager
 from functools import cached_property
 from queue import Empty
 from time import monotonic, time
@@ -105,6 +106,7 @@ class Channel(redis.Channel):
         self._landing_queue = None  # the queue of the BLMOVE in flight
         self._no_ack_queues = set()
         self._warned = False
+        self._pool_client = None
 
     @cached_property
     def _claim(self):
@@ -113,6 +115,19 @@ class Channel(redis.Channel):
     @cached_property
     def _sweep(self):
         return self.client.register_script(SWEEP)
+
+    @contextmanager
+    def conn_or_acquire(self, client=None):
+        """kombu builds a new redis-py client for every ack, claim and sweep, and
+        building one costs more than the command it sends. Keep one per connection
+        pool instead: a client is thread-safe, and each command borrows a connection
+        from the pool, as before."""
+        if client:
+            yield client
+            return
+        if self._pool_client is None or self._pool_client.connection_pool is not self.pool:
+            self._pool_client = self._create_client()
+        yield self._pool_client
 
     def _put(self, queue, message, **kwargs):
         # kombu's default priority (0) is the only one this transport delivers in order.

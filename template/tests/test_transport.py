@@ -146,3 +146,21 @@ def test_a_message_with_a_priority_is_refused_not_sent_without_it(connection, qu
     assert client.llen(queue.name) == 0
     publish(connection, queue, {"n": 7})  # the default priority is sent as before
     assert client.llen(queue.name) == 1
+
+
+@needs_redis
+def test_acks_and_claims_reuse_one_client_per_connection_pool(connection, queue, client):
+    """kombu built a redis-py client per ack and claim, which costs more than the
+    command; the transport keeps one per pool, and a new one once kombu replaces
+    the pool (after a fork or a lost connection)."""
+    publish(connection, queue, {"n": 1})
+    channel, message = consume(connection, queue)
+    with channel.conn_or_acquire() as first, channel.conn_or_acquire() as second:
+        assert first is second
+        assert first.connection_pool is channel.pool
+    message.ack()
+    assert not client.hexists(channel.unacked_key, message.delivery_tag)
+    channel._disconnect_pools()
+    with channel.conn_or_acquire() as third:
+        assert third is not first
+        assert third.connection_pool is channel.pool
