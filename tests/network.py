@@ -98,7 +98,8 @@ class SilentProxy:
                 self._drop(sock, other)
             elif sock not in self.silent:
                 try:
-                    other.setblocking(True)
+                    # Bounded: a peer behind a cut link stops taking bytes.
+                    other.settimeout(5)
                     other.sendall(data)
                     other.setblocking(False)
                 except OSError:
@@ -136,21 +137,36 @@ def unused_subnet() -> ipaddress.IPv4Network:
 
 
 @dataclass
-class Host:
-    """A network namespace joined to the root namespace by a veth pair:
-    the root end is `gateway`, the namespace end is `address`."""
+class Link:
+    """A veth pair from the root namespace (`gateway`, on `outside`) into a
+    host's namespace (`address`)."""
 
-    namespace: str
-    outside: str  # the root namespace's end of the veth pair
+    outside: str
     gateway: str
     address: str
 
     def cut(self) -> None:
-        """Partition the host: its link goes down, and packets on it are lost."""
+        """Partition: the link goes down, its packets are lost, nothing is reset."""
         ip("link", "set", self.outside, "down")
 
     def mend(self) -> None:
         ip("link", "set", self.outside, "up")
+
+
+@dataclass
+class Host:
+    """A network namespace, joined to the root namespace by its links."""
+
+    namespace: str
+    links: list[Link] = field(default_factory=list)
+
+    def cut(self) -> None:
+        for link in self.links:
+            link.cut()
+
+    def mend(self) -> None:
+        for link in self.links:
+            link.mend()
 
     def command(self, hostname: str, argv: list[str]) -> list[str]:
         """`argv` run inside the namespace, in a UTS namespace of its own named `hostname`."""
@@ -168,29 +184,37 @@ class Network:
     subnet: ipaddress.IPv4Network = field(default_factory=unused_subnet)
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
     hosts: list[Host] = field(default_factory=list)
+    links: int = 0
 
     def add_host(self) -> Host:
-        """A namespace on its own /30 of the subnet, routed to the root namespace only."""
-        number = len(self.hosts)
-        base = self.subnet.network_address + 4 * number
-        gateway, address = str(base + 1), str(base + 2)
-        host = Host(f"cdc-{self.tag}-{number}", f"cdc{self.tag}o{number}", gateway, address)
-        inside = f"cdc{self.tag}i{number}"
+        host = Host(f"cdc-{self.tag}-{len(self.hosts)}")
         self.hosts.append(host)  # before creating anything: close() removes what exists
         ip("netns", "add", host.namespace)
-        ip("link", "add", host.outside, "type", "veth", "peer", "name", inside)
-        ip("link", "set", inside, "netns", host.namespace)
-        ip("addr", "add", f"{gateway}/30", "dev", host.outside)
-        ip("link", "set", host.outside, "up")
-        ip("-n", host.namespace, "addr", "add", f"{address}/30", "dev", inside)
-        ip("-n", host.namespace, "link", "set", inside, "up")
         ip("-n", host.namespace, "link", "set", "lo", "up")
+        self.add_link(host)
         return host
+
+    def add_link(self, host: Host) -> Link:
+        """Another link into `host`, on a /30 of its own."""
+        number = self.links
+        self.links += 1
+        base = self.subnet.network_address + 4 * number
+        link = Link(f"cdc{self.tag}o{number}", str(base + 1), str(base + 2))
+        inside = f"cdc{self.tag}i{number}"
+        host.links.append(link)
+        ip("link", "add", link.outside, "type", "veth", "peer", "name", inside)
+        ip("link", "set", inside, "netns", host.namespace)
+        ip("addr", "add", f"{link.gateway}/30", "dev", link.outside)
+        ip("link", "set", link.outside, "up")
+        ip("-n", host.namespace, "addr", "add", f"{link.address}/30", "dev", inside)
+        ip("-n", host.namespace, "link", "set", inside, "up")
+        return link
 
     def close(self) -> None:
         for host in self.hosts:
-            # Deleting one end of a veth pair deletes the other.
-            ip("link", "del", host.outside, check=False)
+            for link in host.links:
+                # Deleting one end of a veth pair deletes the other.
+                ip("link", "del", link.outside, check=False)
             ip("netns", "del", host.namespace, check=False)
         self.hosts.clear()
 

@@ -16,6 +16,8 @@ fault table (.cache/fault-report.md), as the fault tests do.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import signal
@@ -28,11 +30,11 @@ from pathlib import Path
 import pytest
 import test_faults
 import yaml
-from network import SilentProxy
+from network import Host, Link, Network, SilentProxy, netns_available
 from test_faults import QUEUE, VARIANTS, WORKER, children, report, wait_until
 
 import deploy_files
-from helpers import procfile, start
+from helpers import IN_CI, procfile, start
 
 # The fault tests' fixtures: a project with faultlab, and a Lab around it.
 fault_projects, lab_for = test_faults.fault_projects, test_faults.lab_for
@@ -279,3 +281,178 @@ def test_hung_worker_is_restarted_by_every_deployments_liveness_check(lab_for, r
         assert restarted.proc.poll() is None
     finally:
         notify.close()
+
+
+# --- Hosts on one machine: partitions -------------------------------------------------------
+
+PARTITIONS = [pytest.mark.boot, pytest.mark.xdist_group("liveness-partitions")]
+
+
+@pytest.fixture
+def network():
+    """Hosts of their own (network namespaces), removed after the test."""
+    reason = netns_available()
+    if reason:
+        if IN_CI:
+            pytest.fail(f"network namespaces are unavailable; CI must allow them: {reason}", pytrace=False)
+        pytest.skip(reason)
+    net = Network()
+    try:
+        yield net
+    finally:
+        net.close()
+
+
+@contextlib.contextmanager
+def reach(lab, broker: Link, database: Link):
+    """Env for a process on the far side of the links: the broker (and Redis
+    results) through forwarders on `broker`'s gateway, the database on `database`'s."""
+    env, proxies = dict(lab.env), []
+    try:
+        for key, link in (("CELERY_BROKER_URL", broker), ("CELERY_RESULT_BACKEND", broker), ("DATABASE_URL", database)):
+            if key in env:
+                match = re.search(r"127\.0\.0\.1:(\d+)", env[key])
+                proxy = SilentProxy(("127.0.0.1", int(match.group(1))), listen=(link.gateway, 0))
+                proxies.append(proxy)
+                env[key] = env[key].replace(match.group(), f"{link.gateway}:{proxy.port}")
+        yield env
+    finally:
+        for proxy in proxies:
+            proxy.close()
+
+
+def start_on(lab, host: Host, hostname: str, env: dict, name: str = WORKER):
+    """The Procfile's worker, on `host`, whose host name is `hostname`."""
+    command = procfile(lab.project)[name]
+    service = start(
+        f"{name}-{hostname}", host.command(hostname, ["sh", "-c", f"exec {command}"]), lab.project, env, lab.logdir
+    )
+    lab.workers.append(service)
+    return service
+
+
+def served_by(worker, batch: str, start: int = 0) -> int:
+    return len(re.findall(rf"record\[{batch}-\d+\] succeeded", worker.output()[start:]))
+
+
+@pytest.mark.parametrize("variant", [pytest.param(v, id=v, marks=PARTITIONS) for v in ("redis", "rabbitmq")])
+def test_partition_of_one_worker_host_of_two(lab_for, network, variant):
+    """(2) Two worker hosts serve one queue; the broker and the database sit on a
+    third (the root namespace). One host is cut off mid-batch of 1,000: the other
+    finishes the batch, the cut host's messages come back, and once the link
+    returns the cut host serves again within 60 s, by itself."""
+    started = time.monotonic()
+    lab = lab_for(variant)
+    hosts = [network.add_host(), network.add_host()]
+    (link_a,), (link_b,) = hosts[0].links, hosts[1].links
+    with reach(lab, link_a, link_a) as env_a, reach(lab, link_b, link_b) as env_b:
+        cut = lab.ready(start_on(lab, hosts[0], "host-a", env_a))
+        other = lab.ready(start_on(lab, hosts[1], "host-b", env_b))
+        assert "default@host-a ready." in cut.output() and "default@host-b ready." in other.output()
+        sent, batch = 1000, f"partition-{variant}"
+        sender = lab.send_in_background(batch, sent)
+        assert lab.wait_recorded(batch, 150, timeout=120) >= 150
+        mark_cut, mark_other = len(cut.output()), len(other.output())
+        hosts[0].cut()
+        cut_at = time.monotonic()
+        done_at_cut = lab.recorded(batch)
+        assert sender.wait(120) == 0
+        noticed = r"dropping stale connection|Connection to broker lost|Cannot connect to"
+        cut.wait_for_log(noticed, timeout=DETECTION_BOUND + 30, start=mark_cut)
+        detected = time.monotonic() - cut_at
+        done = lab.wait_drained(batch, sent, timeout=240)
+        finished = time.monotonic() - cut_at
+        by_other = served_by(other, batch, mark_other)
+
+        hosts[0].mend()
+        mended_at = time.monotonic()
+        mark_cut = len(cut.output())
+        rounds = 0
+        while time.monotonic() - mended_at < DETECTION_BOUND + 30 and not served_by(cut, "after", mark_cut):
+            lab.send(f"after-{rounds}", 8, seconds=0.5)  # both hosts' pools busy: each gets some
+            rounds += 1
+            time.sleep(4)
+        serves_again = time.monotonic() - mended_at
+        figures = lab.stats(batch, sent)
+        timing = (
+            f"cut after {done_at_cut} recorded; the cut host noticed in {detected:.0f} s; the other host "
+            f"served {by_other} and the batch was done {finished:.0f} s after the cut; "
+            f"the cut host served again {serves_again:.0f} s after the link returned"
+        )
+        print(f"{variant}: {timing}; {figures}")
+        report("11 partition of one worker host of two, mid-batch", variant, figures, timing, started)
+        assert done == sent and figures["lost"] == 0, f"{figures}\n{lab.diagnosis(batch, sent)}"
+        assert figures["duplicates"] <= figures["absorbed"] + figures["interrupted"], figures
+        assert by_other > 0
+        assert detected <= DETECTION_BOUND, f"the cut host noticed after {detected:.0f} s"
+        assert served_by(cut, "after", mark_cut), f"the cut host did not serve again:\n{cut.output()[-3000:]}"
+        assert serves_again <= DETECTION_BOUND, f"the cut host served again after {serves_again:.0f} s"
+        assert cut.proc.poll() is None and other.proc.poll() is None
+
+
+@pytest.mark.parametrize("variant", [pytest.param(v, id=v, marks=PARTITIONS) for v in ("redis", "rabbitmq")])
+def test_partition_between_web_and_broker(lab_for, network, variant):
+    """(3) The web host loses the broker, not the database: a request that queues
+    answers 503 within 5 s and saves nothing, and /healthz/ reports the broker
+    down within its probe's timeout (compose's healthcheck: 15 s)."""
+    started = time.monotonic()
+    lab = lab_for(variant)
+    host = network.add_host()
+    to_broker = network.add_link(host)
+    web = deploy_files.load(lab.project)["services"]["web"]
+    timeout = deploy_files.seconds(web["healthcheck"]["timeout"])
+    with reach(lab, broker=to_broker, database=host.links[0]) as env:
+        env["DJANGO_ALLOWED_HOSTS"] = host.links[0].address
+        # compose's web command, gunicorn on 0.0.0.0:8000, in the web host's namespace.
+        gunicorn = start("web", host.command("web", web["command"]), lab.project, env, lab.logdir)
+        lab.workers.append(gunicorn)
+        healthz = f"http://{host.links[0].address}:8000/healthz/"
+        assert wait_until(lambda: http_status(healthz) == 200, timeout=60), gunicorn.output()[-3000:]
+
+        def post() -> dict:
+            proc = subprocess.run(
+                host.command("web", ["python", "manage.py", "faultlab_post_report"]),
+                cwd=lab.project, env=env, capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            return json.loads(proc.stdout.strip().splitlines()[-1])
+
+        accepted = post()
+        assert accepted["status"] == 202, accepted
+
+        to_broker.cut()
+        began = time.monotonic()
+        status = http_status(healthz, timeout=timeout)
+        health_seconds = time.monotonic() - began
+        refused = post()
+        report(
+            "12 partition between web and broker",
+            variant,
+            {"sent": 1, "completed": 0, "lost": 0, "duplicates": 0, "absorbed": 0},
+            f"/healthz/ {status} in {health_seconds:.1f} s; POST /reports/ {refused['status']} in "
+            f"{refused['seconds']} s, saved {refused['reports_after'] - refused['reports_before']}",
+            started,
+        )
+        print(f"{variant}: healthz {status} in {health_seconds:.1f} s; POST {refused}")
+        assert status == 503, f"/healthz/ answered {status} in {health_seconds:.1f} s"
+        assert health_seconds <= timeout
+        assert refused["status"] == 503, refused
+        assert refused["seconds"] <= 5, refused
+        assert refused["reports_after"] == refused["reports_before"], "the report was saved without its tasks"
+
+        to_broker.mend()
+        assert wait_until(lambda: http_status(healthz) == 200, timeout=60), "/healthz/ never recovered"
+
+
+def http_status(url: str, timeout: float = 10) -> int | None:
+    """The status of a GET, or None when nothing answered within `timeout`."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError:
+        return None

@@ -2,6 +2,7 @@
 (test client: middleware, auth, view) and print the outcome as JSON."""
 
 import json
+import time
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
@@ -16,13 +17,16 @@ class Command(BaseCommand):
         client = Client()
         client.force_login(user)
         before = Report.objects.count()
+        started = time.monotonic()
         response = client.post(
             "/reports/", {"title": "Fault", "recipient": "ops@example.com"}, secure=True
         )
+        seconds = time.monotonic() - started
         outcome = {
             "status": response.status_code,
             "body": response.json(),
             "reports_before": before,
             "reports_after": Report.objects.count(),
+            "seconds": round(seconds, 2),
         }
         self.stdout.write(json.dumps(outcome))
