@@ -346,7 +346,8 @@ def test_partition_of_one_worker_host_of_two(lab_for, network, variant):
     hosts = [network.add_host(), network.add_host()]
     (link_a,), (link_b,) = hosts[0].links, hosts[1].links
     with reach(lab, link_a, link_a) as env_a, reach(lab, link_b, link_b) as env_b:
-        cut = lab.ready(start_on(lab, hosts[0], "host-a", env_a))
+        alive = lab.logdir / "host-a-alive"
+        cut = lab.ready(start_on(lab, hosts[0], "host-a", {**env_a, "WORKER_LIVENESS_FILE": str(alive)}))
         other = lab.ready(start_on(lab, hosts[1], "host-b", env_b))
         assert "default@host-a ready." in cut.output() and "default@host-b ready." in other.output()
         sent, batch = 1000, f"partition-{variant}"
@@ -357,8 +358,20 @@ def test_partition_of_one_worker_host_of_two(lab_for, network, variant):
         cut_at = time.monotonic()
         done_at_cut = lab.recorded(batch)
         assert sender.wait(120) == 0
-        noticed = r"dropping stale connection|Connection to broker lost|Cannot connect to"
-        cut.wait_for_log(noticed, timeout=DETECTION_BOUND + 30, start=mark_cut)
+        # The cut host must not hang silently: it says it lost the broker, or its
+        # beats stop and its deployment's liveness check restarts it (a minute
+        # without one). Celery's worker-heartbeat event retries its publish for
+        # as long as the broker is unreachable, in the event loop: then the beats stop.
+        noticed = re.compile(r"dropping stale connection|Connection to broker lost|Cannot connect to")
+
+        def not_silent() -> str | None:
+            if noticed.search(cut.output(), mark_cut):
+                return "logged it"
+            if time.time() - alive.stat().st_mtime >= DETECTION_BOUND:
+                return "stopped beating"
+            return None
+
+        how = wait_until(not_silent, timeout=DETECTION_BOUND + 30, interval=1)
         detected = time.monotonic() - cut_at
         done = lab.wait_drained(batch, sent, timeout=240)
         finished = time.monotonic() - cut_at
@@ -375,7 +388,7 @@ def test_partition_of_one_worker_host_of_two(lab_for, network, variant):
         serves_again = time.monotonic() - mended_at
         figures = lab.stats(batch, sent)
         timing = (
-            f"cut after {done_at_cut} recorded; the cut host noticed in {detected:.0f} s; the other host "
+            f"cut after {done_at_cut} recorded; the cut host {how} after {detected:.0f} s; the other host "
             f"served {by_other} and the batch was done {finished:.0f} s after the cut; "
             f"the cut host served again {serves_again:.0f} s after the link returned"
         )
@@ -384,7 +397,7 @@ def test_partition_of_one_worker_host_of_two(lab_for, network, variant):
         assert done == sent and figures["lost"] == 0, f"{figures}\n{lab.diagnosis(batch, sent)}"
         assert figures["duplicates"] <= figures["absorbed"] + figures["interrupted"], figures
         assert by_other > 0
-        assert detected <= DETECTION_BOUND, f"the cut host noticed after {detected:.0f} s"
+        assert how, f"the cut host neither logged the cut nor stopped beating:\n{cut.output()[-3000:]}"
         assert served_by(cut, "after", mark_cut), f"the cut host did not serve again:\n{cut.output()[-3000:]}"
         assert serves_again <= DETECTION_BOUND, f"the cut host served again after {serves_again:.0f} s"
         assert cut.proc.poll() is None and other.proc.poll() is None
@@ -402,7 +415,7 @@ def test_partition_between_web_and_broker(lab_for, network, variant):
     web = deploy_files.load(lab.project)["services"]["web"]
     timeout = deploy_files.seconds(web["healthcheck"]["timeout"])
     with reach(lab, broker=to_broker, database=host.links[0]) as env:
-        env["DJANGO_ALLOWED_HOSTS"] = host.links[0].address
+        env["DJANGO_ALLOWED_HOSTS"] = f"{host.links[0].address},testserver"  # faultlab_post_report: testserver
         # compose's web command, gunicorn on 0.0.0.0:8000, in the web host's namespace.
         gunicorn = start("web", host.command("web", web["command"]), lab.project, env, lab.logdir)
         lab.workers.append(gunicorn)
