@@ -49,11 +49,13 @@ class Liveness(bootsteps.StartStopStep):
 
     def __init__(self, parent, **kwargs):
         super().__init__(parent, **kwargs)
-        self.file = Path(os.environ["WORKER_LIVENESS_FILE"]) if os.environ.get("WORKER_LIVENESS_FILE") else None
+        file = os.environ.get("WORKER_LIVENESS_FILE")
+        self.file = Path(file) if file else None
         # systemd sets WATCHDOG_USEC (and WATCHDOG_PID, the main process) for a
         # unit with WatchdogSec=; the rules of sd_watchdog_enabled(3).
         period = int(os.environ.get("WATCHDOG_USEC") or 0) / 1e6
-        self.watchdog = period > 0 and os.environ.get("WATCHDOG_PID", str(os.getpid())) == str(os.getpid())
+        pid = str(os.getpid())
+        self.watchdog = period > 0 and os.environ.get("WATCHDOG_PID", pid) == pid
         # Ping at least twice per watchdog period, as sd_watchdog_enabled(3) advises.
         self.interval = min(INTERVAL, period / 2) if self.watchdog else INTERVAL
         self.timer = None
