@@ -450,10 +450,11 @@ def test_partition_between_web_and_broker(lab_for, network, variant):
             variant,
             {"sent": 1, "completed": 0, "lost": 0, "duplicates": 0, "absorbed": 0},
             f"/healthz/ {status} in {health_seconds:.1f} s; POST /reports/ {refused['status']} in "
-            f"{refused['seconds']} s, saved {refused['reports_after'] - refused['reports_before']}",
+            f"{refused['seconds']} s (202 in {accepted['seconds']} s before the cut), "
+            f"saved {refused['reports_after'] - refused['reports_before']}",
             started,
         )
-        print(f"{variant}: healthz {status} in {health_seconds:.1f} s; POST {refused}")
+        print(f"{variant}: healthz {status} in {health_seconds:.1f} s; POST {refused}; before the cut {accepted}")
         assert status == 503, f"/healthz/ answered {status} in {health_seconds:.1f} s"
         assert health_seconds <= timeout
         assert refused["status"] == 503, refused
