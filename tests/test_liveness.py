@@ -448,7 +448,7 @@ def test_partition_between_web_and_broker(lab_for, network, variant):
         report(
             "12 partition between web and broker",
             variant,
-            {"sent": 1, "completed": 0, "lost": 0, "duplicates": 0, "absorbed": 0},
+            dict.fromkeys(("sent", "completed", "lost", "duplicates", "absorbed"), "—"),
             f"/healthz/ {status} in {health_seconds:.1f} s; POST /reports/ {refused['status']} in "
             f"{refused['seconds']} s (202 in {accepted['seconds']} s before the cut), "
             f"saved {refused['reports_after'] - refused['reports_before']}",
