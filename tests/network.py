@@ -125,14 +125,16 @@ def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return proc
 
 
-def unused_subnet() -> ipaddress.IPv4Network:
-    """A 10.x.y.0/24 that no interface of this machine uses."""
+def claim_subnet() -> tuple[ipaddress.IPv4Network, str]:
+    """A 10.x.y.0/24 that no interface of this machine uses, claimed by making an
+    empty network namespace named after it (atomic: parallel tests never share
+    one). Returns the subnet and the claim's name; delete the namespace to free it."""
     used = ip("-4", "-o", "addr").stdout + ip("-4", "route").stdout
     for third in range(200, 250):
         for second in (213, 231, 177):
-            net = ipaddress.ip_network(f"10.{second}.{third}.0/24")
-            if f"10.{second}.{third}." not in used:
-                return net
+            claim = f"cdc-net-{second}-{third}"
+            if f"10.{second}.{third}." not in used and ip("netns", "add", claim, check=False).returncode == 0:
+                return ipaddress.ip_network(f"10.{second}.{third}.0/24"), claim
     raise RuntimeError("no unused 10.x.y.0/24 subnet")
 
 
@@ -181,10 +183,12 @@ class Host:
 class Network:
     """Hosts made by `add_host`, removed by `close` (namespaces and veth pairs)."""
 
-    subnet: ipaddress.IPv4Network = field(default_factory=unused_subnet)
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
     hosts: list[Host] = field(default_factory=list)
     links: int = 0
+
+    def __post_init__(self):
+        self.subnet, self.claim = claim_subnet()
 
     def add_host(self) -> Host:
         host = Host(f"cdc-{self.tag}-{len(self.hosts)}")
@@ -217,6 +221,7 @@ class Network:
                 ip("link", "del", link.outside, check=False)
             ip("netns", "del", host.namespace, check=False)
         self.hosts.clear()
+        ip("netns", "del", self.claim, check=False)
 
 
 def netns_available() -> str | None:

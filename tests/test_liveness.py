@@ -42,7 +42,14 @@ fault_projects, lab_for = test_faults.fault_projects, test_faults.lab_for
 # The issue's bound: a worker notices a dead broker connection within 60 s.
 DETECTION_BOUND = 60
 
-SILENT = [pytest.mark.boot, pytest.mark.xdist_group("liveness-silent")]
+
+def on_each_broker(group: str) -> list:
+    """A test's two variants, each in an xdist group of its own: these tests wait
+    out real timeouts (up to a minute each), so they spread over the workers."""
+    return [
+        pytest.param(v, id=v, marks=[pytest.mark.boot, pytest.mark.xdist_group(f"liveness-{group}-{v}")])
+        for v in ("redis", "rabbitmq")
+    ]
 
 
 def through(url: str, proxy: SilentProxy) -> str:
@@ -50,7 +57,7 @@ def through(url: str, proxy: SilentProxy) -> str:
     return re.sub(r"127\.0\.0\.1:\d+", f"127.0.0.1:{proxy.port}", url, count=1)
 
 
-@pytest.mark.parametrize("variant", [pytest.param(v, id=v, marks=SILENT) for v in ("redis", "rabbitmq")])
+@pytest.mark.parametrize("variant", on_each_broker("silent"))
 def test_silent_broker_connection_is_noticed_and_replaced(lab_for, variant):
     """(1) Mid-batch, the worker's broker connections go silent, not closed: it
     notices within 60 s, logs it, reconnects and serves its queue again by
@@ -118,8 +125,6 @@ def namespaces():
 
 
 # --- A hung main process, against each deployment's liveness check ------------------------
-
-HUNG = [pytest.mark.boot, pytest.mark.xdist_group("liveness-hung")]
 
 
 @dataclass
@@ -219,7 +224,7 @@ def celery_main(service) -> int:
     return min(found)
 
 
-@pytest.mark.parametrize("variant", [pytest.param(v, id=v, marks=HUNG) for v in ("redis", "rabbitmq")])
+@pytest.mark.parametrize("variant", on_each_broker("hung"))
 def test_hung_worker_is_restarted_by_every_deployments_liveness_check(lab_for, rendered, namespaces, variant, tmp_path):
     """(4) SIGSTOP the worker's main process mid-batch. Within a minute each
     deployment's check says so: systemd stops getting WATCHDOG=1, the
@@ -296,8 +301,6 @@ def test_hung_worker_is_restarted_by_every_deployments_liveness_check(lab_for, r
 
 # --- Hosts on one machine: partitions -------------------------------------------------------
 
-PARTITIONS = [pytest.mark.boot, pytest.mark.xdist_group("liveness-partitions")]
-
 
 @pytest.fixture
 def network(namespaces):
@@ -342,7 +345,7 @@ def served_by(worker, batch: str, start: int = 0) -> int:
     return len(re.findall(rf"record\[{batch}-\d+\] succeeded", worker.output()[start:]))
 
 
-@pytest.mark.parametrize("variant", [pytest.param(v, id=v, marks=PARTITIONS) for v in ("redis", "rabbitmq")])
+@pytest.mark.parametrize("variant", on_each_broker("partition"))
 def test_partition_of_one_worker_host_of_two(lab_for, network, variant):
     """(2) Two worker hosts serve one queue; the broker and the database sit on a
     third (the root namespace). One host is cut off mid-batch of 1,000: the other
@@ -410,7 +413,7 @@ def test_partition_of_one_worker_host_of_two(lab_for, network, variant):
         assert cut.proc.poll() is None and other.proc.poll() is None
 
 
-@pytest.mark.parametrize("variant", [pytest.param(v, id=v, marks=PARTITIONS) for v in ("redis", "rabbitmq")])
+@pytest.mark.parametrize("variant", on_each_broker("web"))
 def test_partition_between_web_and_broker(lab_for, network, variant):
     """(3) The web host loses the broker, not the database: a request that queues
     answers 503 within 5 s and saves nothing, and /healthz/ reports the broker
