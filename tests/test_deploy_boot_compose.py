@@ -84,6 +84,9 @@ class ComposeBoot:
 
     def env(self, name: str) -> dict[str, str]:
         localized = {key: self.localize(value) for key, value in self.container_env[name].items()}
+        if "WORKER_LIVENESS_FILE" in localized:
+            # Each container has a /tmp of its own; here the workers share one.
+            localized["WORKER_LIVENESS_FILE"] = str(self.workdir / f"{name}-alive")
         # The shell of CMD-SHELL healthchecks expands $HOSTNAME, as in a container.
         return project_env(self.venv, HOSTNAME=HOSTNAME, **localized)
 
@@ -94,7 +97,14 @@ class ComposeBoot:
         return self.running[name]
 
     def healthcheck(self, name: str, env: dict | None = None):
-        return run(self.argv(name, "healthcheck"), self.project, env or self.env(name), timeout=60, check=False)
+        argv = self.argv(name, "healthcheck")
+        if self.services[name].get("init"):
+            # A worker's check ends a hung worker with `kill -9 -1`: every process
+            # of its container. On this machine that would be every process, so it
+            # runs in an empty PID namespace of its own (test_liveness.py runs it
+            # in the worker's).
+            argv = ["unshare", "--pid", "--fork", "--kill-child", *argv]
+        return run(argv, self.project, env or self.env(name), timeout=60, check=False)
 
     def wait_healthy(self, name: str, timeout: float = 90.0) -> None:
         """Run the service's healthcheck until it passes, as the engine would."""

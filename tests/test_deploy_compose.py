@@ -279,12 +279,19 @@ def test_every_long_running_service_has_a_healthcheck(variant):
         assert compose_file.seconds(check["timeout"]) <= compose_file.seconds(check["interval"]), name
 
 
-def test_worker_healthcheck_pings_its_own_node(variant):
+def test_worker_healthcheck_tests_the_liveness_file_and_ends_a_hung_worker(variant):
+    """ops/liveness.py touches WORKER_LIVENESS_FILE; compose restarts no unhealthy
+    container, so the check kills every process but docker-init (`init`), which
+    exits with the worker, and `restart:` starts it again. test_liveness.py runs it."""
     for queue in variant.queues:
-        argv = compose_file.healthcheck_argv(variant.workers[queue["name"]])
-        assert argv[:2] == ["/bin/sh", "-c"], "the shell expands $HOSTNAME"
-        assert argv[2].startswith("celery -A config inspect ping ")
-        assert f"-d {queue['name']}@$HOSTNAME " in argv[2] + " "
+        worker = variant.workers[queue["name"]]
+        argv = compose_file.healthcheck_argv(worker)
+        assert argv[:2] == ["/bin/sh", "-c"], "the shell expands $WORKER_LIVENESS_FILE"
+        assert """find "$WORKER_LIVENESS_FILE" -newermt '60 seconds ago'""" in argv[2]
+        assert argv[2].endswith("kill -9 -1; exit 1")
+        assert worker["init"] is True, "without docker-init, celery is PID 1 and `kill -9 -1` spares it"
+        assert worker["environment"]["WORKER_LIVENESS_FILE"].startswith("/tmp/")
+        assert worker["restart"] in {"always", "unless-stopped"}
 
 
 def test_beat_healthcheck_pings_beat(variant):

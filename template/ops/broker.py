@@ -15,6 +15,11 @@ REPLY_QUEUE_OPTIONS = {
 
 
 def ensure_broker(timeout: float = 2.0) -> None:
-    """Connect to the broker once, or raise kombu.exceptions.OperationalError."""
+    """Connect to the broker once, or raise kombu.exceptions.OperationalError.
+
+    One attempt, no retry: a request or a probe behind a partition answers 503
+    within seconds. On Redis, BROKER_SILENCE_LIMITS' socket_connect_timeout
+    bounds the attempt (the transport ignores `connect_timeout`).
+    """
     with app.connection_for_write(connect_timeout=timeout) as connection:
-        connection.ensure_connection(max_retries=1, interval_start=0, timeout=timeout)
+        connection.ensure_connection(max_retries=0, interval_start=0, timeout=timeout)
