@@ -772,6 +772,9 @@ def main() -> int:
     (args.output / "latest.md").write_text(markdown(report))
     if runs:
         chart(medians, ratios, args.output / "latest.png", f"{report['date']}, {report['template']['commit']}")
+        if args.output.resolve() == (HERE / "results").resolve():
+            # The docs site shows the chart; it builds from docs/ only.
+            shutil.copyfile(args.output / "latest.png", ROOT / "docs" / "images" / "performance.png")
     print(f"Wrote {args.output / 'latest.json'}" + (f" and {args.output / 'latest.png'}" if runs else ""))
     return 0
 

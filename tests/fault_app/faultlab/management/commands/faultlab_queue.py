@@ -1,9 +1,13 @@
-"""Print, as JSON, the messages of a queue the broker holds: ready ones, and on
-Redis the unacknowledged ones (delivered to a worker, back after the visibility
-timeout) and the landed ones (taken by a worker that had not claimed them yet,
-back after ops/transport.py's landing timeout)."""
+"""Print, as JSON, the messages of a queue the broker holds: ready ones, the
+unacknowledged ones (delivered to a worker; on Redis back after the visibility
+timeout, on RabbitMQ once the worker's connection closes, which a partitioned
+worker's does only when its heartbeats are missed) and, on Redis, the landed
+ones (taken by a worker that had not claimed them yet, back after
+ops/transport.py's landing timeout)."""
 
 import json
+import shutil
+import subprocess
 
 from django.core.management.base import BaseCommand
 
@@ -24,5 +28,17 @@ class Command(BaseCommand):
                 landed = channel.client.llen(channel._landing_keys(queue)[0])
             else:
                 ready = channel.queue_declare(queue=queue, passive=True).message_count
-                unacked = landed = None
+                unacked = rabbitmq_unacked(connection.virtual_host, queue)
+                landed = None
         self.stdout.write(json.dumps({"ready": ready, "unacked": unacked, "landed": landed}))
+
+
+def rabbitmq_unacked(vhost: str, queue: str) -> int:
+    """The queue's unacknowledged messages, which AMQP's passive declare does not count."""
+    listed = subprocess.run(
+        [shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl", "-q", "list_queues", "-p", vhost,
+         "name", "messages_unacknowledged", "--no-table-headers"],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    counts = dict(line.split("\t") for line in listed.stdout.splitlines() if "\t" in line)
+    return int(counts.get(queue, 0))
