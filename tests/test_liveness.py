@@ -48,8 +48,10 @@ DETECTION_BOUND = 60
 OPEN_FAILURES = {
     ("silent", "redis"): "once of two CI runs: after kombu dropped the stale pub/sub connection, the "
     "worker consumed nothing more for minutes (its consumer connection was not replaced)",
-    ("partition", "rabbitmq"): "twice in two CI runs: the drain wait gave up with 13-16 tasks not yet "
+    ("partition", "rabbitmq"): "twice in three CI runs: the drain wait gave up with 13-16 tasks not yet "
     "recorded while RabbitMQ reported none ready or unacknowledged; all were recorded later, none lost",
+    ("partition", "redis"): "once in three CI runs: the drain wait gave up with 1 task not yet recorded "
+    "while Redis held none (ready, unacked or landed); it was recorded later, none lost",
 }
 
 
