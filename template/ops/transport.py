@@ -82,6 +82,28 @@ class QoS(redis.QoS):
             return virtual.QoS.append(self, message, delivery_tag)
         return super().append(message, delivery_tag)
 
+    def ack(self, delivery_tag):
+        # kombu frees a message's prefetch slot only once Redis has dropped its
+        # unacked entry. An ack that fails (a silent connection timing out) kept
+        # the slot taken for good, and after prefetch_count of them the worker
+        # consumed nothing more while it looked alive. Free it either way: the
+        # entry left in Redis brings the message back after the visibility
+        # timeout, a duplicate that idempotent tasks absorb.
+        try:
+            self._remove_from_indices(delivery_tag).execute()
+        finally:
+            virtual.QoS.ack(self, delivery_tag)
+
+    def reject(self, delivery_tag, requeue=False):
+        # As ack: free the slot even when Redis cannot be told.
+        try:
+            if requeue:
+                self.restore_by_tag(delivery_tag, leftmost=True)
+            else:
+                self._remove_from_indices(delivery_tag).execute()
+        finally:
+            virtual.QoS.ack(self, delivery_tag)
+
     def restore_visible(self, *args, **kwargs):
         # Not throttled like kombu's scan: one script call on a list that is
         # empty but for a crash, every unacked_restore_interval in a worker.

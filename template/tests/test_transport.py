@@ -164,3 +164,25 @@ def test_acks_and_claims_reuse_one_client_per_connection_pool(connection, queue,
     with channel.conn_or_acquire() as third:
         assert third is not first
         assert third.connection_pool is channel.pool
+
+
+@needs_redis
+def test_an_ack_that_fails_still_frees_the_prefetch_slot(connection, queue, client, monkeypatch):
+    """A worker whose acks time out on a silent connection must not stop
+    consuming for good: the slot is freed, and the unacked entry left in Redis
+    brings the message back after the visibility timeout."""
+    publish(connection, queue, {"n": 1})
+    channel = connection.default_channel
+    channel.basic_qos(prefetch_count=1)
+    channel, message = consume(connection, queue)
+    assert not channel.qos.can_consume()
+
+    def silent(*args, **kwargs):
+        raise redis.exceptions.TimeoutError("Timeout reading from socket")
+
+    monkeypatch.setattr(channel.qos, "_remove_from_indices", silent)
+    with pytest.raises(redis.exceptions.TimeoutError):
+        message.ack()
+    assert channel.qos.can_consume()
+    assert client.hdel(channel.unacked_key, message.delivery_tag) == 1  # left for the restore
+    client.zrem(channel.unacked_index_key, message.delivery_tag)
