@@ -64,7 +64,7 @@ def test_generated_profile_is_the_rendered_settings(bench_project, effective):
     settings = (bench_project / "config" / "settings.py").read_text()
     assert config["transport"] == "ops.transport:Transport"
     assert config["celery"]["task_acks_late"] is ("CELERY_TASK_ACKS_LATE = True" in settings)
-    assert config["celery"]["worker_max_tasks_per_child"] != suite.CLAIMS["reference"]["worker_max_tasks_per_child"]
+    assert config["celery"]["worker_max_memory_per_child"] != suite.CLAIMS["reference"]["worker_max_memory_per_child"]
 
 
 def test_worker_command_is_the_procfiles_at_concurrency_2(bench_project):
