@@ -21,12 +21,12 @@ def mark_done(item_id: int) -> None:
 
 @shared_task
 def stamp(sent_at: float) -> None:
-    """Workload 5: record how long after .delay() this task started."""
+    """Workload 5: record when this task was sent, when it started, and in which child."""
     started = time.time()
     global _stamps
     if _stamps is None:
         _stamps = redis.Redis.from_url(os.environ["BENCH_REDIS_URL"])
-    _stamps.rpush("bench:latency", started - sent_at)
+    _stamps.rpush("bench:latency", f"{sent_at} {started} {os.getpid()}")
 
 
 @shared_task

@@ -2,7 +2,7 @@
 
 manage.py bench config                    effective Celery settings and transport
 manage.py bench enqueue accumulate|mark_done N
-manage.py bench latency RATE SECONDS      .delay() to task start at a fixed rate
+manage.py bench latency RATE SECONDS      .delay() to task start at a fixed rate, and its slowest tasks
 manage.py bench tasks NODE                tasks the worker NODE ran, by name
 manage.py bench probe QUEUE...            one no-op task to each queue
 """
@@ -95,9 +95,23 @@ class Command(BaseCommand):
         deadline = time.monotonic() + 120
         while stamps.llen("bench:latency") < total and time.monotonic() < deadline:
             time.sleep(0.1)
-        values = sorted(float(v) for v in stamps.lrange("bench:latency", 0, -1))
+        runs = sorted(tuple(map(float, v.split())) for v in stamps.lrange("bench:latency", 0, -1))
+        values = sorted(started - sent for sent, started, _ in runs)
         cuts = statistics.quantiles(values, n=100, method="inclusive") if len(values) > 1 else values * 99
-        return {"sent": total, "started": len(values), "sender_behind_s": behind, "p50": cuts[49], "p99": cuts[98]}
+        first = runs[0][0] if runs else 0.0
+        children = {}  # pid: seconds into the run of its first task, so a replaced child shows
+        for sent, _, pid in runs:
+            children.setdefault(int(pid), round(sent - first, 3))
+        slowest = sorted(((started - sent) * 1000, sent - first, int(pid)) for sent, started, pid in runs)[-10:]
+        return {
+            "sent": total,
+            "started": len(values),
+            "sender_behind_s": behind,
+            "p50": cuts[49],
+            "p99": cuts[98],
+            "children": children,
+            "slowest": [{"ms": round(ms, 1), "sent_at_s": round(at, 3), "pid": pid} for ms, at, pid in slowest],
+        }
 
     def tasks(self, node):
         """How many tasks of each name the worker `node` ran, and how many it is running."""
