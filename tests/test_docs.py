@@ -91,3 +91,30 @@ def test_the_home_page_shows_the_readmes_two_commands():
     for marker in ("generate-command", "test-command"):
         command = re.search(rf"<!-- {marker} -->\s*```bash\n(.+?)\n```", readme, re.S).group(1)
         assert f"```bash\n{command}\n```" in home, marker
+
+
+def test_the_readmes_questions_table_names_every_question_with_its_default():
+    """README.md keeps a short table of the questions; it must not drift from copier.yml."""
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## The questions", 1)[1].split("\n\n", 3)[2]
+    rows = {}
+    for line in table.splitlines()[2:]:
+        keys, kind, default, _ = (cell.strip() for cell in line.strip("|").split("|", 3))
+        for key in re.findall(r"`(\w+)`", keys):
+            rows[key] = (kind, default)
+    script = load_script()
+    asked = {key: q for key, q in script.load_questions().items() if script.is_asked(q) and not q.get("secret")}
+    assert sorted(rows) == sorted(asked)
+    for key, question in asked.items():
+        kind, default = rows[key]
+        expected_kind = "multiselect" if question.get("multiselect") else question["type"]
+        expected_kind = "choice" if "choices" in question and expected_kind == "str" else expected_kind
+        assert kind == expected_kind, key
+        value = question.get("default")
+        if isinstance(value, str) and "{{" in value or value in (None, ""):
+            continue  # computed, or none: the README says so in words
+        if isinstance(value, bool):
+            value = str(value).lower()
+        elif isinstance(value, list):
+            value = "[" + ", ".join(value) + "]"
+        assert default == f"`{value}`", key
