@@ -61,6 +61,7 @@ PROFILES = {
     "prefetch 1": ("prefetch multiplier 1", "CELERY_WORKER_PREFETCH_MULTIPLIER = 1\n", "shared"),
     "prefetch 16": ("prefetch multiplier 16", "CELERY_WORKER_PREFETCH_MULTIPLIER = 16\n", "shared"),
     "without hiredis": ("redis-py's Python reply parser", "", "no-hiredis"),
+    "recycled": ("pool children replaced every 1,000 tasks", "CELERY_WORKER_MAX_TASKS_PER_CHILD = 1000\n", "shared"),
     "kombu transport": ("kombu's BRPOP transport instead of ops/transport.py", KOMBU_TRANSPORT, "shared"),
 }
 
