@@ -184,11 +184,14 @@ def replace_once(text: str, old: str, new: str) -> str:
     return text.replace(old, new)
 
 
-def nginx_root(project: Path, root: Path, app_dir: Path, ports: dict[str, int] | None = None) -> Path:
+def nginx_root(
+    project: Path, root: Path, app_dir: Path, ports: dict[str, int] | None = None, webroot: Path | None = None
+) -> Path:
     """A prefix where `nginx -p ROOT -c ROOT/nginx.conf` runs the generated
     site: the certificate and static paths point into the test root and, for a
     live run (`ports`: http, https, web, flower), it listens and proxies on
-    free loopback ports. Returns the main config file."""
+    free loopback ports; certbot's webroot moves to `webroot` when given.
+    Returns the main config file."""
     data = answers(project)
     domain = data["domain_name"]
     paths = host_paths(project)
@@ -197,6 +200,8 @@ def nginx_root(project: Path, root: Path, app_dir: Path, ports: dict[str, int] |
     text = replace_once(text, f"/etc/letsencrypt/live/{domain}/fullchain.pem", str(cert))
     text = replace_once(text, f"/etc/letsencrypt/live/{domain}/privkey.pem", str(key))
     text = replace_once(text, f"alias {paths['app']}/", f"alias {app_dir}/")
+    if webroot:
+        text = replace_once(text, "root /var/www/html;", f"root {webroot};")
     if ports:
         text = replace_once(text, "listen 80;", f"listen 127.0.0.1:{ports['http']};")
         text = replace_once(text, "listen 443 ssl;", f"listen 127.0.0.1:{ports['https']} ssl;")

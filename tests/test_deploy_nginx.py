@@ -5,6 +5,7 @@ test_deploy_boot_systemd.py runs it live in front of gunicorn and Flower."""
 
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 from deploy_host import answers, host_paths, nginx_command, nginx_root, nginx_site, slug
@@ -25,6 +26,8 @@ def project(request, rendered):
 
 
 def location_block(text: str, pattern: str) -> str:
+    """A location's body in the HTTPS server (port 80 has a `location /` of its own)."""
+    text = text[text.index("listen 443 ssl;") :]
     match = re.search(rf"^\s*location {pattern} \{{(.*?)^\s*\}}", text, re.M | re.S)
     assert match, f"no `location {pattern}` block"
     return match.group(1)
@@ -46,8 +49,53 @@ def test_tls_with_placeholder_certificate_paths(project):
     assert f"ssl_certificate /etc/letsencrypt/live/{domain}/fullchain.pem;" in text
     assert f"ssl_certificate_key /etc/letsencrypt/live/{domain}/privkey.pem;" in text
     assert re.search(r"^\s*server_name " + re.escape(domain) + ";", text, re.M)
-    # Port 80 does nothing but redirect.
+    # Port 80 redirects, but for certbot's challenges (test_plain_http_serves_certbot_and_redirects_the_rest).
     assert "return 301 https://$host$request_uri;" in text
+
+
+def test_plain_http_serves_certbot_and_redirects_the_rest(project, tmp_path):
+    """certbot renews through port 80 (`--webroot -w /var/www/html`): its challenge
+    files are served from there, and every other path goes to HTTPS."""
+    import os
+    import shutil
+    import tempfile
+    import urllib.error
+    import urllib.request
+
+    from helpers import free_port, start, wait_for_port
+
+    # nginx's workers (www-data) read the webroot: world-readable, outside pytest's tmp dirs.
+    webroot = Path(tempfile.mkdtemp(prefix="cdc-acme-", dir="/var/tmp"))
+    try:
+        webroot.chmod(0o755)
+        challenge = webroot / ".well-known" / "acme-challenge"
+        challenge.mkdir(parents=True)
+        (challenge / "token-123").write_text("token-123.key-authorization")
+        for directory in (webroot / ".well-known", challenge):
+            directory.chmod(0o755)
+        (challenge / "token-123").chmod(0o644)
+        ports = {"http": free_port(), "https": free_port(), "web": free_port(), "flower": free_port()}
+        main = nginx_root(project, tmp_path, app_dir=tmp_path / "app", ports=ports, webroot=webroot)
+        nginx = start("nginx", nginx_command(main, "-g", "daemon off;"), tmp_path, dict(os.environ), tmp_path / "logs")
+        try:
+            wait_for_port(ports["http"], proc=nginx.proc)
+            base = f"http://127.0.0.1:{ports['http']}"
+            with urllib.request.urlopen(f"{base}/.well-known/acme-challenge/token-123", timeout=10) as response:
+                assert response.status == 200
+                assert response.read() == b"token-123.key-authorization"
+
+            class NoRedirect(urllib.request.HTTPRedirectHandler):
+                def redirect_request(self, *args, **kwargs):
+                    return None
+
+            with pytest.raises(urllib.error.HTTPError) as redirected:
+                urllib.request.build_opener(NoRedirect).open(f"{base}/admin/?next=/", timeout=10)
+            assert redirected.value.code == 301
+            assert redirected.value.headers["Location"] == "https://127.0.0.1/admin/?next=/"
+        finally:
+            nginx.kill()
+    finally:
+        shutil.rmtree(webroot, ignore_errors=True)
 
 
 def test_static_files_and_web_proxy(project):
