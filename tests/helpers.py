@@ -318,6 +318,30 @@ def http(url: str, *, auth: str | None = None, method: str = "GET", host: str | 
         return error.code, error.read().decode()
 
 
+# --- A browser -------------------------------------------------------------------
+
+# Debian's `chromium` and `chromium-driver` (.ci/apt-packages).
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+
+
+def chromium(user_data_dir: Path, *arguments: str):
+    """Headless Chromium under Selenium, which uses Debian's driver and downloads nothing."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service as DriverService
+
+    for path in (CHROMIUM, CHROMEDRIVER):
+        assert path.exists(), f"{path} is missing: apt-get install chromium chromium-driver (.ci/apt-packages)"
+    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must not download anything
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    base = ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--no-proxy-server"]  # no-sandbox: root in CI
+    for argument in (*base, f"--user-data-dir={user_data_dir}", *arguments):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=DriverService(executable_path=str(CHROMEDRIVER)), options=options)
+    driver.implicitly_wait(0)
+    return driver
+
+
 # --- Processes -------------------------------------------------------------------
 
 

@@ -25,9 +25,12 @@ import pytest
 from deploy_host import nginx_command, nginx_root
 
 from helpers import (
+    CHROMEDRIVER,
+    CHROMIUM,
     POSTGRES,
     REDIS,
     ROOT,
+    chromium,
     free_port,
     once_per_run,
     postgres_database,
@@ -42,7 +45,6 @@ from helpers import (
 
 pytestmark = [pytest.mark.boot, pytest.mark.xdist_group("browser")]
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 DOCS_IMAGES = ROOT / "docs" / "images"
 SCHEDULE_NAME = "Purge dead letters older than 30 days"
 ADMIN_USER, ADMIN_PASSWORD = "admin", "browser-test-admin-password"
@@ -141,25 +143,12 @@ def stack(request, rendered, venv, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser(stack, tmp_path_factory):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must not download anything
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",  # root in CI
-        "--disable-dev-shm-usage",
-        "--no-proxy-server",
+    driver = chromium(
+        tmp_path_factory.mktemp("chromium"),
         "--window-size=1360,760",
         "--ignore-certificate-errors",  # nginx's self-signed stand-in for certbot's certificate
         f"--host-resolver-rules=MAP {stack.domain} 127.0.0.1",
-        f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
-    ):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
-    driver.implicitly_wait(0)
+    )
     yield driver
     driver.quit()
 

@@ -3,13 +3,19 @@ static files, Flower under /flower/ with /flower/metrics blocked.
 
 test_deploy_boot_systemd.py runs it live in front of gunicorn and Flower."""
 
+import os
 import re
+import shutil
 import subprocess
+import tempfile
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 from deploy_host import answers, host_paths, nginx_command, nginx_root, nginx_site, slug
 
+from helpers import free_port, http, start, wait_for_port
 from variants import MATRIX
 
 VARIANTS = {
@@ -56,14 +62,6 @@ def test_tls_with_placeholder_certificate_paths(project):
 def test_plain_http_serves_certbot_and_redirects_the_rest(project, tmp_path):
     """certbot renews through port 80 (`--webroot -w /var/www/html`): its challenge
     files are served from there, and every other path goes to HTTPS."""
-    import os
-    import shutil
-    import tempfile
-    import urllib.error
-    import urllib.request
-
-    from helpers import free_port, start, wait_for_port
-
     # nginx's workers (www-data) read the webroot: world-readable, outside pytest's tmp dirs.
     webroot = Path(tempfile.mkdtemp(prefix="cdc-acme-", dir="/var/tmp"))
     try:
@@ -80,9 +78,7 @@ def test_plain_http_serves_certbot_and_redirects_the_rest(project, tmp_path):
         try:
             wait_for_port(ports["http"], proc=nginx.proc)
             base = f"http://127.0.0.1:{ports['http']}"
-            with urllib.request.urlopen(f"{base}/.well-known/acme-challenge/token-123", timeout=10) as response:
-                assert response.status == 200
-                assert response.read() == b"token-123.key-authorization"
+            assert http(f"{base}/.well-known/acme-challenge/token-123") == (200, "token-123.key-authorization")
 
             class NoRedirect(urllib.request.HTTPRedirectHandler):
                 def redirect_request(self, *args, **kwargs):

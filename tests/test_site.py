@@ -21,10 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import CACHE, IN_CI, ROOT
+from helpers import CACHE, IN_CI, ROOT, chromium
 
 BIN = Path(sys.executable).parent
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 UNPKG = re.compile(r"https://unpkg\.com/mermaid@([\w.]+)/dist/mermaid\.min\.js")
 
 
@@ -75,20 +74,7 @@ def site(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def driver(tmp_path_factory):
-    import os
-
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    for path in (CHROMIUM, CHROMEDRIVER):
-        assert path.exists(), f"{path} is missing: apt-get install chromium chromium-driver (.ci/apt-packages)"
-    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must not download anything
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--no-proxy-server",
-                     "--window-size=1280,900", f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):  # fmt: skip
-        options.add_argument(argument)
-    browser = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+    browser = chromium(tmp_path_factory.mktemp("chromium"), "--window-size=1280,900")
     yield browser
     browser.quit()
 
