@@ -358,7 +358,8 @@ def test_partition_of_one_worker_host_of_two(lab_for, network, variant):
     (link_a,), (link_b,) = hosts[0].links, hosts[1].links
     with reach(lab, link_a, link_a) as env_a, reach(lab, link_b, link_b) as env_b:
         alive = lab.logdir / "host-a-alive"
-        cut = lab.ready(start_on(lab, hosts[0], "host-a", {**env_a, "WORKER_LIVENESS_FILE": str(alive)}))
+        env_a["WORKER_LIVENESS_FILE"] = str(alive)
+        cut = lab.ready(start_on(lab, hosts[0], "host-a", env_a))
         other = lab.ready(start_on(lab, hosts[1], "host-b", env_b))
         assert "default@host-a ready." in cut.output() and "default@host-b ready." in other.output()
         sent, batch = 1000, f"partition-{variant}"
@@ -403,7 +404,7 @@ def test_partition_of_one_worker_host_of_two(lab_for, network, variant):
                 restarted = time.monotonic() - mended_at
                 cut.kill()
                 mark_cut = len(cut.output())  # the same log file
-                cut = start_on(lab, hosts[0], "host-a", {**env_a, "WORKER_LIVENESS_FILE": str(alive)})
+                cut = start_on(lab, hosts[0], "host-a", env_a)
                 cut.wait_for_log(rf"{QUEUE}@\S+ ready\.", timeout=90, start=mark_cut)
             lab.send(f"after-{rounds}", 8, seconds=0.5)  # both hosts' pools busy: each gets some
             rounds += 1

@@ -96,13 +96,14 @@ class Command(BaseCommand):
         while stamps.llen("bench:latency") < total and time.monotonic() < deadline:
             time.sleep(0.1)
         runs = sorted(tuple(map(float, v.split())) for v in stamps.lrange("bench:latency", 0, -1))
-        values = sorted(started - sent for sent, started, _ in runs)
-        cuts = statistics.quantiles(values, n=100, method="inclusive") if len(values) > 1 else values * 99
         first = runs[0][0] if runs else 0.0
+        # (delay, seconds into the run it was sent, pid), slowest last
+        delays = sorted((started - sent, sent - first, int(pid)) for sent, started, pid in runs)
+        values = [delay for delay, _, _ in delays]
+        cuts = statistics.quantiles(values, n=100, method="inclusive") if len(values) > 1 else values * 99
         children = {}  # pid: seconds into the run of its first task, so a replaced child shows
         for sent, _, pid in runs:
             children.setdefault(int(pid), round(sent - first, 3))
-        slowest = sorted(((started - sent) * 1000, sent - first, int(pid)) for sent, started, pid in runs)[-10:]
         return {
             "sent": total,
             "started": len(values),
@@ -110,7 +111,7 @@ class Command(BaseCommand):
             "p50": cuts[49],
             "p99": cuts[98],
             "children": children,
-            "slowest": [{"ms": round(ms, 1), "sent_at_s": round(at, 3), "pid": pid} for ms, at, pid in slowest],
+            "slowest": [{"ms": round(d * 1000, 1), "sent_at_s": round(at, 3), "pid": p} for d, at, p in delays[-10:]],
         }
 
     def tasks(self, node):
