@@ -57,3 +57,18 @@ BOOT_VARIANTS = {
     "redis-redis-sqlite": MATRIX["redis-redis-sqlite"],
     "rabbitmq-djangodb-postgresql": MATRIX["rabbitmq-djangodb-postgresql"],
 }
+
+# Built and booted in a real Docker Engine (test_engine_compose.py): the
+# defaults, RabbitMQ with Redis results, and a lean project (no beat, no
+# Flower, SQLite on a volume, fire-and-forget tasks).
+ENGINE_VARIANTS = {
+    "defaults": {},
+    "rabbitmq-redis-postgresql": MATRIX["rabbitmq-redis-postgresql"],
+    "lean": {
+        "use_beat": False,
+        "use_flower": False,
+        "database": "sqlite",
+        "result_backend": "none",
+        "queues": "default:2",
+    },
+}

@@ -1,0 +1,208 @@
+"""Build the generated Dockerfile and boot compose.yaml in a real Docker Engine.
+
+For each of ENGINE_VARIANTS, from the rendered directory with its generated
+`.env` and no edits, exactly as docs/deploy-compose.md says:
+
+    uv lock
+    docker compose build
+    docker compose up -d --wait
+
+Every image the files name (python, uv, redis, postgres, rabbitmq) is a local
+stand-in built from Debian trixie (enginelab/images.py), since no registry can
+be reached here. The three stacks run one after another on one xdist worker:
+compose.yaml publishes fixed host ports and gives beat a fixed container name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+from enginelab import images
+from enginelab.compose import Compose
+from enginelab.engine import docker, require_engine
+
+from helpers import http, run
+from variants import ENGINE_VARIANTS
+
+UV = shutil.which("uv") or str(Path(sys.executable).with_name("uv"))
+APP_SERVICES = ("migrate", "web", "beat", "flower")  # and worker-*
+SCHEDULE_NAME = "Purge dead letters older than 30 days"
+# A file in the project's virtualenv that must not reach the build context.
+VENV_MARKER = ".venv/not-in-the-image"
+
+pytestmark = [pytest.mark.boot, pytest.mark.xdist_group("engine-compose")]
+
+
+def is_app(service: str) -> bool:
+    return service in APP_SERVICES or service.startswith("worker-")
+
+
+def prepare(project: Path) -> None:
+    """What a user has before `docker compose build`: uv.lock, and a local .venv."""
+    if not (project / "uv.lock").exists():
+        run([UV, "lock", "--quiet"], project, dict(os.environ), timeout=300)
+    (project / VENV_MARKER).parent.mkdir(exist_ok=True)
+    (project / VENV_MARKER).write_text("a developer's local virtualenv\n")
+
+
+@pytest.fixture(scope="module", params=list(ENGINE_VARIANTS))
+def stack(request, rendered, tmp_path_factory):
+    require_engine()
+    name = request.param
+    answers = ENGINE_VARIANTS[name]
+    project = tmp_path_factory.mktemp(f"engine-{name}") / "project"
+    shutil.copytree(rendered(answers), project, symlinks=True)
+    prepare(project)
+    images.standins_for(project)
+    compose = Compose(project, f"cdc-{name}-{uuid.uuid4().hex[:6]}")
+    compose.answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
+    compose.dotenv = dict(re.findall(r"^(\w+)=(.*)$", (project / ".env").read_text(), re.M))
+    compose.variant = name
+    try:
+        compose.build_output = compose.run("build", "--progress", "plain", timeout=1800).stderr
+        up = compose.run("up", "--detach", "--wait", "--wait-timeout", "300", timeout=600, check=False)
+        assert up.returncode == 0, f"up --wait failed ({up.returncode}):\n{up.stderr[-3000:]}\n{compose.describe()}"
+        yield compose
+    finally:
+        compose.down()
+
+
+def test_every_service_reaches_healthy(stack):
+    services = stack.services()
+    unhealthy = {s: stack.health(s) for s in services if s != "migrate" and stack.health(s) != "healthy"}
+    assert not unhealthy, f"{unhealthy}\n{stack.describe()}"
+    expected = {"web", *(f"worker-{q['name']}" for q in parsed_queues(stack))}
+    assert expected <= set(services)
+
+
+def parsed_queues(stack):
+    return [{"name": part.strip().split(":")[0]} for part in stack.answers["queues"].split(",")]
+
+
+def test_migrate_ran_once_and_exited_0(stack):
+    containers = stack.containers("migrate")
+    assert len(containers) == 1
+    state = stack.inspect(containers[0])
+    assert state["State"]["Status"] == "exited"
+    assert state["State"]["ExitCode"] == 0
+    assert state["RestartCount"] == 0
+    log = stack.logs("migrate")
+    assert log.count("Applying ops.0001_initial... OK") == 1, log[-2000:]
+
+
+def test_only_web_and_flower_are_published_on_loopback(stack):
+    published = set()
+    for container in stack.run("ps", "-q").stdout.split():
+        info = stack.inspect(container)
+        service = info["Config"]["Labels"]["com.docker.compose.service"]
+        for port, bindings in (info["HostConfig"]["PortBindings"] or {}).items():
+            for binding in bindings or []:
+                published.add((service, binding["HostIp"], binding["HostPort"], port))
+    expected = {("web", "127.0.0.1", "8000", "8000/tcp")}
+    if stack.answers["use_flower"]:
+        port = str(stack.answers["flower_port"])
+        expected.add(("flower", "127.0.0.1", port, f"{port}/tcp"))
+    assert published == expected
+
+
+def test_web_answers_on_its_published_port(stack):
+    status, body = http("http://127.0.0.1:8000/healthz/", host=stack.answers["domain_name"])
+    assert status == 200, body
+    assert json.loads(body) == {"status": "ok", "checks": {"database": "ok", "broker": "ok"}}
+    # DJANGO_ALLOWED_HOSTS is the domain only: another Host is refused.
+    assert http("http://127.0.0.1:8000/healthz/", host="attacker.example")[0] == 400
+
+
+def test_celery_healthcheck_in_the_web_container_round_trips_every_queue(stack):
+    out = stack.manage("celery_healthcheck", "--timeout", "30").stdout
+    served = {}
+    for line in out.splitlines():
+        queue, state, node, *_ = line.split()
+        assert state == "ok", line
+        served[queue] = node.partition("@")[0]
+    assert served == {q["name"]: q["name"] for q in parsed_queues(stack)}
+
+
+def test_flower_asks_for_credentials(stack):
+    if not stack.answers["use_flower"]:
+        assert "flower" not in stack.services()
+        return
+    url = f"http://127.0.0.1:{stack.answers['flower_port']}/flower/"
+    assert http(url)[0] == 401
+    assert http(url, auth="admin:wrong")[0] == 401
+    credentials = f"{stack.dotenv['FLOWER_USER']}:{stack.dotenv['FLOWER_PASSWORD']}"
+    assert http(url, auth=credentials)[0] == 200
+
+
+def test_beat_fires_a_schedule(stack):
+    if not stack.answers["use_beat"]:
+        assert "beat" not in stack.services()
+        return
+    # Every second instead of daily, as an operator could set it in the admin.
+    stack.manage(
+        "shell",
+        "-c",
+        "from django_celery_beat.models import IntervalSchedule, PeriodicTask\n"
+        "every, _ = IntervalSchedule.objects.get_or_create(every=1, period='seconds')\n"
+        f"task = PeriodicTask.objects.get(name={SCHEDULE_NAME!r})\n"
+        "task.crontab, task.interval = None, every\n"
+        "task.save()\n",
+    )
+    first_queue = parsed_queues(stack)[0]["name"]
+    stack.wait_for_log(f"worker-{first_queue}", r"ops\.tasks\.purge_dead_letters\[[\w-]+\] succeeded", timeout=90)
+    assert "Sending due task" in stack.logs("beat")
+
+
+def test_app_containers_run_as_a_non_root_user(stack):
+    checked = []
+    for container in stack.run("ps", "-q").stdout.split():
+        info = stack.inspect(container)
+        service = info["Config"]["Labels"]["com.docker.compose.service"]
+        if not is_app(service):
+            continue
+        assert info["Config"]["User"] == "10001:10001", service
+        # The real and effective uids of every process in the container.
+        top = docker("top", container, "-eo", "pid,uid,euid,comm").stdout.splitlines()[1:]
+        uids = {(fields[1], fields[2]) for fields in (row.split() for row in top)}
+        assert uids == {("10001", "10001")}, f"{service}: {top}"
+        checked.append(service)
+    assert "web" in checked and any(s.startswith("worker-") for s in checked)
+
+
+def test_the_app_cannot_write_its_code_or_root_fs(stack):
+    proc = stack.exec("web", "sh", "-c", "touch /app/manage.py || touch /app/x || touch /etc/x", check=False)
+    assert proc.returncode != 0
+    assert "Read-only file system" in proc.stderr or "Permission denied" in proc.stderr, proc.stderr
+
+
+def test_no_secret_in_any_image_layer_or_file(stack):
+    secrets = {key: value for key, value in stack.dotenv.items() if key.endswith(("_PASSWORD", "SECRET_KEY")) and value}
+    assert secrets
+    image = stack.config()["services"]["web"]["image"]
+    history = docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", image).stdout
+    inspect = docker("image", "inspect", image).stdout
+    leaked = [key for key, value in secrets.items() if value in history or value in inspect]
+    assert not leaked, f"in the image's history or config: {leaked}"
+    # Every file of the image, as root, for every generated secret.
+    patterns = " ".join(f"-e {shlex.quote(value)}" for value in secrets.values())
+    scan = f"grep -rlF {patterns} / --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev 2>/dev/null; true"
+    found = docker("run", "--rm", "--user", "0", "--entrypoint", "sh", image, "-c", scan, timeout=600).stdout.split()
+    assert not found, f"generated secrets found in image files: {found}"
+
+
+def test_dockerignore_keeps_env_git_and_venv_out(stack):
+    image = stack.config()["services"]["web"]["image"]
+    probe = "for p in /app/.env /app/.git /app/" + VENV_MARKER + "; do test -e $p && echo $p; done; true"
+    present = docker("run", "--rm", "--entrypoint", "sh", image, "-c", probe).stdout.split()
+    assert not present, f"in the image: {present}"
+    assert (stack.project / ".env").exists() and (stack.project / ".git").exists()
+    assert (stack.project / VENV_MARKER).exists()
