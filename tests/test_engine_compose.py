@@ -206,3 +206,16 @@ def test_dockerignore_keeps_env_git_and_venv_out(stack):
     assert not present, f"in the image: {present}"
     assert (stack.project / ".env").exists() and (stack.project / ".git").exists()
     assert (stack.project / VENV_MARKER).exists()
+
+
+def test_a_one_line_python_change_reuses_the_dependency_layer(stack):
+    """Layer order: uv.lock and pyproject.toml are installed before `COPY . .`."""
+    views = stack.project / "reports" / "views.py"
+    views.write_text(views.read_text() + "# a one-line change\n")
+    output = stack.run("build", "--progress", "plain", "web", timeout=900).stderr
+    steps = dict(re.findall(r"^#(\d+) \[(?:web )?build \d+/\d+\] (.*)$", output, re.M)[::-1])
+    sync = [number for number, step in steps.items() if "uv sync" in step]
+    copy = [number for number, step in steps.items() if step.startswith("COPY . .")]
+    assert sync and copy, output[-3000:]
+    assert re.search(rf"^#{sync[0]} CACHED$", output, re.M), f"uv sync ran again:\n{output[-3000:]}"
+    assert not re.search(rf"^#{copy[0]} CACHED$", output, re.M), "the changed code was not copied"
