@@ -391,7 +391,7 @@ def test_pods_run_unprivileged_with_a_read_only_root(manifests):
 def test_commands_and_probes_are_those_compose_boots(manifests):
     """Where compose.yaml is generated too, every container runs the command of
     its compose service, and every exec probe is its compose healthcheck: the
-    compose boot test (test_deploy_boot_compose.py) runs those for real."""
+    engine boot test (test_engine_compose.py) runs those for real."""
     if not (manifests.project / "compose.yaml").exists():
         pytest.skip("no compose.yaml in this variant")
     services = deploy_files.resolve(manifests.project)["services"]

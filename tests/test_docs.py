@@ -118,3 +118,21 @@ def test_the_readmes_questions_table_names_every_question_with_its_default():
         elif isinstance(value, list):
             value = "[" + ", ".join(value) + "]"
         assert default == f"`{value}`", key
+
+
+def test_every_deployment_command_block_says_which_test_runs_it_or_why_none_does():
+    from enginelab.docs import MARKED_PAGES, blocks
+
+    for page in MARKED_PAGES:
+        for block in blocks(page):
+            first = block.body.splitlines()[0]
+            assert block.kind, f"docs/{page}: the block `{first}` has no run-by or not-run marker"
+            if block.kind == "not-run":
+                assert len(block.value) > 10, f"docs/{page}: `{first}`: say why no test runs it"
+                continue
+            test_file = Path(__file__).parent / block.test_file
+            assert test_file.exists(), f"docs/{page}: run-by names {block.test_file}, which does not exist"
+            source = test_file.read_text()
+            assert f'doc_block("{page}"' in source and f'"{block.id}"' in source, (
+                f"docs/{page}: {block.test_file} never reads block #{block.id} with doc_block"
+            )

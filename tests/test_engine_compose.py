@@ -20,6 +20,7 @@ import os
 import re
 import shlex
 import shutil
+import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -28,9 +29,10 @@ import pytest
 import yaml
 from enginelab import images
 from enginelab.compose import Compose
+from enginelab.docs import doc_block
 from enginelab.engine import docker, require_engine
 
-from helpers import http, run
+from helpers import http
 from variants import ENGINE_VARIANTS
 
 UV = shutil.which("uv") or str(Path(sys.executable).with_name("uv"))
@@ -46,12 +48,22 @@ def is_app(service: str) -> bool:
     return service in APP_SERVICES or service.startswith("worker-")
 
 
-def prepare(project: Path) -> None:
-    """What a user has before `docker compose build`: uv.lock, and a local .venv."""
-    if not (project / "uv.lock").exists():
-        run([UV, "lock", "--quiet"], project, dict(os.environ), timeout=300)
-    (project / VENV_MARKER).parent.mkdir(exist_ok=True)
-    (project / VENV_MARKER).write_text("a developer's local virtualenv\n")
+def documented(stack, block_id: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run a command block of docs/deploy-compose.md as a user would: in the project,
+    or from the directory above it for the block that starts with `cd my_project`.
+    COMPOSE_PROJECT_NAME gives the stack this test's name."""
+    commands = doc_block("deploy-compose.md", block_id)
+    cwd = stack.project.parent if commands.startswith(f"cd {stack.project.name}\n") else stack.project
+    env = {**os.environ, "COMPOSE_PROJECT_NAME": stack.name, "PATH": f"{Path(UV).parent}:{os.environ['PATH']}"}
+    proc = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", commands],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+    assert proc.returncode == 0, (
+        f"docs/deploy-compose.md#{block_id} exited {proc.returncode}:\n{commands}\n"
+        f"--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-3000:]}\n{stack.describe()}"
+    )
+    return proc
 
 
 @pytest.fixture(scope="module", params=list(ENGINE_VARIANTS))
@@ -59,18 +71,19 @@ def stack(request, rendered, tmp_path_factory):
     require_engine()
     name = request.param
     answers = ENGINE_VARIANTS[name]
-    project = tmp_path_factory.mktemp(f"engine-{name}") / "project"
+    # The docs' commands start with `cd my_project`.
+    project = tmp_path_factory.mktemp(f"engine-{name}") / "my_project"
     shutil.copytree(rendered(answers), project, symlinks=True)
-    prepare(project)
+    (project / "uv.lock").unlink(missing_ok=True)  # the docs' `uv lock` makes it
+    (project / VENV_MARKER).parent.mkdir(exist_ok=True)
+    (project / VENV_MARKER).write_text("a developer's local virtualenv\n")
     images.standins_for(project)
     compose = Compose(project, f"cdc-{name}-{uuid.uuid4().hex[:6]}")
     compose.answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
     compose.dotenv = dict(re.findall(r"^(\w+)=(.*)$", (project / ".env").read_text(), re.M))
-    compose.variant = name
     try:
-        compose.build_output = compose.run("build", "--progress", "plain", timeout=1800).stderr
-        up = compose.run("up", "--detach", "--wait", "--wait-timeout", "300", timeout=600, check=False)
-        assert up.returncode == 0, f"up --wait failed ({up.returncode}):\n{up.stderr[-3000:]}\n{compose.describe()}"
+        # uv lock; docker compose up -d --build --wait; docker compose ps -a
+        compose.install = documented(compose, "install", timeout=1800)
         yield compose
     finally:
         compose.down()
@@ -122,14 +135,26 @@ def test_web_answers_on_its_published_port(stack):
     assert http("http://127.0.0.1:8000/healthz/", host="attacker.example")[0] == 400
 
 
-def test_celery_healthcheck_in_the_web_container_round_trips_every_queue(stack):
-    out = stack.manage("celery_healthcheck", "--timeout", "30").stdout
-    served = {}
-    for line in out.splitlines():
+def healthcheck_nodes(output: str) -> dict[str, set[str]]:
+    """Queue -> the node names that answered, from celery_healthcheck's lines; all must be ok."""
+    served: dict[str, set[str]] = {}
+    for line in output.splitlines():
         queue, state, node, *_ = line.split()
         assert state == "ok", line
-        served[queue] = node.partition("@")[0]
-    assert served == {q["name"]: q["name"] for q in parsed_queues(stack)}
+        served.setdefault(queue, set()).add(node)
+    return served
+
+
+def test_celery_healthcheck_in_the_web_container_round_trips_every_queue(stack):
+    served = healthcheck_nodes(documented(stack, "healthcheck").stdout)
+    queues = [q["name"] for q in parsed_queues(stack)]
+    assert list(served) == queues
+    # Each queue answered from its own worker: <queue>@<that worker's container id>.
+    for queue, nodes in served.items():
+        (node,) = nodes
+        name, _, host = node.partition("@")
+        assert name == queue
+        assert stack.inspect(stack.container(f"worker-{queue}"))["Config"]["Hostname"] == host
 
 
 def test_flower_asks_for_credentials(stack):
@@ -212,10 +237,88 @@ def test_a_one_line_python_change_reuses_the_dependency_layer(stack):
     """Layer order: uv.lock and pyproject.toml are installed before `COPY . .`."""
     views = stack.project / "reports" / "views.py"
     views.write_text(views.read_text() + "# a one-line change\n")
-    output = stack.run("build", "--progress", "plain", "web", timeout=900).stderr
+    build = stack.run("--progress", "plain", "build", "web", timeout=900)
+    output = build.stdout + build.stderr
     steps = dict(re.findall(r"^#(\d+) \[(?:web )?build \d+/\d+\] (.*)$", output, re.M)[::-1])
     sync = [number for number, step in steps.items() if "uv sync" in step]
     copy = [number for number, step in steps.items() if step.startswith("COPY . .")]
     assert sync and copy, output[-3000:]
     assert re.search(rf"^#{sync[0]} CACHED$", output, re.M), f"uv sync ran again:\n{output[-3000:]}"
     assert not re.search(rf"^#{copy[0]} CACHED$", output, re.M), "the changed code was not copied"
+
+
+def test_redis_requires_its_password_and_keeps_aof_and_noeviction(stack):
+    if "redis" not in stack.services():
+        assert stack.answers["broker"] != "redis" and stack.answers["result_backend"] != "redis"
+        return
+    for name, value in (("appendonly", "yes"), ("maxmemory-policy", "noeviction")):
+        assert stack.exec("redis", "redis-cli", "config", "get", name).stdout.split() == [name, value]
+    # The image's environment has REDISCLI_AUTH; without it redis-cli still exits 0.
+    bare = stack.exec("redis", "env", "-u", "REDISCLI_AUTH", "redis-cli", "ping", check=False)
+    assert bare.returncode == 0 and "NOAUTH" in bare.stdout, bare.stdout + bare.stderr
+
+
+def test_redis_healthcheck_fails_without_the_password(stack):
+    if "redis" not in stack.services():
+        assert stack.answers["broker"] != "redis" and stack.answers["result_backend"] != "redis"
+        return
+    test = stack.config()["services"]["redis"]["healthcheck"]["test"]
+    assert test[0] == "CMD-SHELL"
+    assert stack.exec("redis", "sh", "-c", test[1], check=False).returncode == 0
+    for auth in ("", "wrong"):
+        proc = stack.exec("redis", "env", f"REDISCLI_AUTH={auth}", "sh", "-c", test[1], check=False)
+        assert proc.returncode != 0, f"the healthcheck passes with REDISCLI_AUTH={auth!r}"
+
+
+def test_scaling_a_queue_as_documented(stack):
+    """The docs scale worker-email; a variant without that queue scales its last queue."""
+    queue = "email" if any(q["name"] == "email" for q in parsed_queues(stack)) else parsed_queues(stack)[-1]["name"]
+    commands = doc_block("deploy-compose.md", "scale").replace("worker-email", f"worker-{queue}")
+    env = {**os.environ, "COMPOSE_PROJECT_NAME": stack.name}
+    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", commands], cwd=stack.project, env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    containers = stack.containers(f"worker-{queue}")
+    assert len(containers) == 3
+    stack.wait_for(
+        lambda: all(stack.inspect(c)["State"].get("Health", {}).get("Status") == "healthy" for c in containers),
+        timeout=120, what=f"3 healthy worker-{queue} containers",
+    )  # fmt: skip
+    hosts = {stack.inspect(c)["Config"]["Hostname"] for c in containers}
+    out = stack.manage("shell", "-c", PING_NODES).stdout
+    answered = {line.partition("@")[2] for line in out.split() if line.startswith(f"{queue}@")}
+    assert answered == hosts, f"{queue}: {answered} != {hosts}"
+    stack.run("up", "-d", "--scale", f"worker-{queue}=1", "--no-recreate", "--wait", timeout=600)
+
+
+# Every node that answers a broadcast ping, one per line.
+PING_NODES = "from config.celery import app\nfor reply in app.control.ping(timeout=5):\n    print(*reply)\n"
+
+
+def test_restarting_the_app_services_one_after_another(stack):
+    before = {c: stack.inspect(c)["State"]["StartedAt"] for c in stack.run("ps", "-q").stdout.split()}
+    documented(stack, "restart", timeout=1200)
+    for container, started in before.items():
+        info = stack.inspect(container)
+        service = info["Config"]["Labels"]["com.docker.compose.service"]
+        if is_app(service):
+            assert info["State"]["StartedAt"] != started, f"{service} was not restarted"
+    up = stack.run("up", "--detach", "--wait", "--wait-timeout", "300", timeout=600, check=False)
+    assert up.returncode == 0, stack.describe()
+    served = healthcheck_nodes(documented(stack, "healthcheck").stdout)
+    assert list(served) == [q["name"] for q in parsed_queues(stack)]
+
+
+def test_every_app_service_stops_cleanly_on_compose_stop(stack):
+    """Last: `docker compose stop` sends SIGTERM to each PID 1 and waits its grace period."""
+    stack.run("stop", timeout=600)
+    codes = {}
+    for container in stack.run("ps", "-a", "-q").stdout.split():
+        info = stack.inspect(container)
+        service = info["Config"]["Labels"]["com.docker.compose.service"]
+        if is_app(service) and service != "migrate":
+            codes[service] = info["State"]["ExitCode"]
+    assert codes and codes == dict.fromkeys(codes, 0), codes
+    for service in codes:
+        if service.startswith("worker-"):
+            assert "Warm shutdown" in stack.logs(service) or "warm shutdown" in stack.logs(service), service
