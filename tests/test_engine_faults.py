@@ -1,0 +1,472 @@
+"""Faults in a real Docker Engine, counted as the fault table counts them.
+
+One stack per broker (Redis broker with Redis results; RabbitMQ), each the
+rendered compose.yaml with small time limits (hard 6 s, soft 4 s), PostgreSQL,
+one queue and no beat or Flower, built with the fault tests' `faultlab` app
+(enginelab/faults.py). The two stacks run each fault at the same time, one
+fault after another:
+
+E1 `docker kill` of the worker container, and a SIGKILL of the worker's main
+   process from the host (as the OOM killer would), mid-batch;
+E2 `docker compose restart <broker>` mid-batch;
+E3 a hung worker main process (SIGSTOP): the healthcheck kills the container's
+   processes and the restart policy starts it again;
+E4 `docker compose stop` during long tasks: a warm shutdown within
+   stop_grace_period;
+E5 the worker container cut off its network (`docker network disconnect`)
+   and reconnected.
+
+Counts come from PostgreSQL (the host reaches the postgres container on the
+project network); every test writes its rows with test_faults.report().
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+from enginelab import images
+from enginelab.engine import docker, require_engine
+from enginelab.faults import OVERRIDE, REPORT_LOCK, FaultStack, on_each, override, wait_until
+from test_faults import FAULT_APP, MAX_COUNTDOWN, QUEUE, VARIANTS, VISIBILITY_TIMEOUT, Lab, report
+from test_liveness import DETECTION_BOUND
+
+from helpers import run
+
+pytestmark = [pytest.mark.boot, pytest.mark.xdist_group("engine-faults")]
+
+WORKER = f"worker-{QUEUE}"
+# test_faults' variants (small time limits), as one compose stack each.
+ENGINE_FAULT_VARIANTS = {
+    broker: {**answers, "use_beat": False, "use_flower": False, "queues": f"{QUEUE}:4", "deploy": ["compose"]}
+    for broker, answers in VARIANTS.items()
+}
+READY = rf"{QUEUE}@\S+ ready\."
+UV = shutil.which("uv") or str(Path(sys.executable).with_name("uv"))
+
+
+@dataclass
+class EngineLab(Lab):
+    """test_faults' Lab (counting in PostgreSQL), its commands run in the stack's containers."""
+
+    stack: FaultStack | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def manage(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+        return self.stack.manage(*args, check=check, timeout=timeout)
+
+    def send_in_background(self, batch: str, count: int) -> subprocess.Popen:
+        args = ["faultlab_send", batch, "--count", str(count), "--ignore-result"]
+        return self.stack.popen(
+            "exec", "-T", "web", "python", "manage.py", *args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+
+    def queued(self) -> dict:
+        if self.variant != "rabbitmq":
+            return super().queued()
+        # faultlab_queue asks rabbitmqctl, which is in the rabbitmq container.
+        slug = self.stack.answers["project_slug"]
+        listed = self.stack.exec(
+            "rabbitmq", "rabbitmqctl", "-q", "list_queues", "-p", slug,
+            "name", "messages_ready", "messages_unacknowledged", "--no-table-headers",
+        ).stdout  # fmt: skip
+        for line in listed.splitlines():
+            name, ready, unacked = line.split()
+            if name == QUEUE:
+                return {"ready": int(ready), "unacked": int(unacked), "landed": None}
+        return {"ready": 0, "unacked": 0, "landed": None}
+
+    # -- the worker container --------------------------------------------------------
+
+    def worker_log(self) -> str:
+        return self.stack.logs(WORKER)
+
+    def readies(self) -> int:
+        """How often the worker has said it is ready, over the container's restarts."""
+        return len(re.findall(READY, self.worker_log()))
+
+    def wait_ready(self, after: int, timeout: float) -> float | None:
+        """Seconds until the worker says ready for the (after+1)th time, or None."""
+        began = time.monotonic()
+        if wait_until(lambda: self.readies() > after, timeout, interval=1):
+            return time.monotonic() - began
+        return None
+
+    def serves(self, name: str, count: int = 10, timeout: float = 60) -> bool:
+        sent = self.send(name, count)
+        return self.wait_recorded(name, sent, timeout) == sent
+
+    def check(self, batch: str, sent: int, figures: dict) -> None:
+        if figures["lost"]:
+            log, missing = self.worker_log(), self.missing(batch, sent)[:5]
+            said = [line for line in log.splitlines() if any(key in line for key in missing)]
+            said += [line for line in log.splitlines() if re.search(r"ERROR|WARNING|Traceback|Error:", line)][-40:]
+            raise AssertionError(f"{figures}\n{self.diagnosis(batch, sent)}\n" + "\n".join(said))
+        # Every duplicate delivery was absorbed by the idempotent write, or re-ran an interrupted one.
+        assert figures["duplicates"] <= figures["absorbed"] + figures["interrupted"], figures
+
+    def row(self, fault: str, figures: dict, notes: str, started: float) -> None:
+        with REPORT_LOCK:
+            report(fault, self.variant, figures, notes, started)
+
+
+def boot(broker: str, project, name: str) -> EngineLab:
+    stack = FaultStack(project, name, broker=broker)
+    stack.answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
+    stack.dotenv = dict(re.findall(r"^(\w+)=(.*)$", (project / ".env").read_text(), re.M))
+    app_services = ["migrate", "web", WORKER]
+    environment = {"DJANGO_SETTINGS_MODULE": "faultlab.settings", "TASK_MAX_COUNTDOWN": str(MAX_COUNTDOWN)}
+    (project / OVERRIDE).write_text(override(f"cdc-engine-faults-{broker}:latest", app_services, environment))
+    stack.run("build", "--progress", "plain", timeout=1800)
+    up = stack.run("up", "--detach", "--wait", "--wait-timeout", "300", timeout=600, check=False)
+    assert up.returncode == 0, f"up --wait failed ({up.returncode}):\n{up.stderr[-3000:]}\n{stack.describe()}"
+    slug, password = stack.answers["project_slug"], stack.dotenv["POSTGRES_PASSWORD"]
+    url = f"postgresql://{slug}:{password}@{stack.address('postgres')}:5432/{slug}"
+    return EngineLab(broker, project, url, project / "logs", stack=stack)
+
+
+@pytest.fixture(scope="module")
+def labs(rendered, tmp_path_factory):
+    """Both stacks, booted at once; torn down (volumes too) after the module."""
+    require_engine()
+    projects = {}
+    for broker, answers in ENGINE_FAULT_VARIANTS.items():
+        project = tmp_path_factory.mktemp(f"engine-faults-{broker}") / "project"
+        shutil.copytree(rendered(answers), project, symlinks=True)
+        shutil.copytree(FAULT_APP, project / "faultlab", ignore=shutil.ignore_patterns("__pycache__"))
+        # What a user has before `docker compose build` (docs/deploy-compose.md).
+        run([UV, "lock", "--quiet"], project, dict(os.environ), timeout=300)
+        images.standins_for(project)
+        projects[broker] = project
+    suffix = uuid.uuid4().hex[:6]
+    names = {broker: f"cdc-faults-{broker}-{suffix}" for broker in projects}
+    booted: dict[str, EngineLab] = {}
+
+    def _boot(broker):
+        booted[broker] = boot(broker, projects[broker], names[broker])
+
+    try:
+        on_each({b: b for b in projects}, _boot)
+        yield {broker: booted[broker] for broker in projects}
+    finally:
+        for broker, project in projects.items():
+            FaultStack(project, names[broker]).down()
+
+
+@pytest.fixture
+def steady(labs):
+    """Every stack up and its worker serving before a fault; the faults run on them at once."""
+
+    def _steady(lab: EngineLab):
+        up = lab.stack.run(
+            "up", "--detach", "--wait", "--wait-timeout", "180", "--no-recreate", timeout=300, check=False
+        )
+        assert up.returncode == 0, f"not steady before the fault:\n{up.stderr[-2000:]}\n{lab.stack.describe()}"
+
+    on_each(labs, _steady)
+    return labs
+
+
+# --- E1: the worker container killed ------------------------------------------------------
+
+
+def test_e1_docker_kill_of_the_worker(steady):
+    """`docker kill` mid-batch: nothing is lost. The restart policy does NOT bring
+    the container back: the engine takes a kill for a manual stop (moby's
+    daemon/kill.go sets HasBeenManuallyStopped, and daemon/monitor.go then skips
+    the restart policy), so `restart: unless-stopped` leaves it exited, as after
+    `docker stop`. Its queue waits for `docker compose start`."""
+
+    def fault(lab: EngineLab):
+        started = time.monotonic()
+        stack, container = lab.stack, lab.stack.container(WORKER)
+        before, readies = stack.state(WORKER), lab.readies()
+        sent, batch = 300, "e1-kill"
+        sender = lab.send_in_background(batch, sent)
+        assert lab.wait_recorded(batch, 40, timeout=90) >= 40
+        docker("kill", container)
+        done_at_kill = lab.recorded(batch)
+        assert sender.wait(180) == 0, sender.stderr.read()
+        restarted = wait_until(lambda: stack.state(WORKER)["Running"], timeout=15, interval=1)
+        after = stack.state(WORKER)
+        evidence = f"Status {after['Status']}, ExitCode {after['ExitCode']}, RestartCount {after['RestartCount']}"
+        started_at = time.monotonic()
+        if not restarted:
+            stack.run("start", WORKER)
+        ready = lab.wait_ready(readies, timeout=90)
+        done = lab.wait_drained(batch, sent, timeout=120)
+        figures = lab.stats(batch, sent)
+        lab.row(
+            "E1 docker kill worker",
+            figures,
+            f"killed after {done_at_kill} recorded; 15 s later {evidence}: not restarted by "
+            f"`restart: unless-stopped` (a kill is a manual stop); `docker compose start` -> ready in "
+            f"{ready or 0:.0f} s, batch done {time.monotonic() - started_at:.0f} s after the start",
+            started,
+        )
+        lab.check(batch, sent, figures)
+        assert done == sent
+        assert 0 < done_at_kill < sent, "the kill was not mid-batch"
+        assert ready is not None, f"the worker never said ready again:\n{lab.worker_log()[-3000:]}"
+        # What the engine did (moby daemon/kill.go, 20.10 and later).
+        assert not restarted, f"the engine restarted the container after `docker kill` ({evidence})"
+        assert (after["Status"], after["ExitCode"]) == ("exited", 137), evidence
+        assert after["RestartCount"] == before["RestartCount"], evidence
+
+    on_each(steady, fault)
+
+
+def test_e1_sigkill_of_the_worker_main_process_from_the_host(steady):
+    """The crash Docker does restart: the worker's main process SIGKILLed from the
+    host by its host pid (as the OOM killer would). docker-init exits with it,
+    the restart policy starts the container again; nothing is lost."""
+
+    def fault(lab: EngineLab):
+        started = time.monotonic()
+        stack = lab.stack
+        before, readies = stack.state(WORKER), lab.readies()
+        sent, batch = 300, "e1-oom"
+        sender = lab.send_in_background(batch, sent)
+        assert lab.wait_recorded(batch, 40, timeout=90) >= 40
+        os.kill(stack.main_pid(WORKER), signal.SIGKILL)
+        killed_at = time.monotonic()
+        done_at_kill = lab.recorded(batch)
+        assert sender.wait(180) == 0, sender.stderr.read()
+        ready = lab.wait_ready(readies, timeout=90)
+        ready_at = time.monotonic() - killed_at
+        done = lab.wait_drained(batch, sent, timeout=120)
+        recovered = time.monotonic() - killed_at
+        after = stack.state(WORKER)
+        figures = lab.stats(batch, sent)
+        lab.row(
+            "E1 worker main process SIGKILL from the host (OOM kill)",
+            figures,
+            f"killed after {done_at_kill} recorded; restarted by the policy (RestartCount "
+            f"{before['RestartCount']} -> {after['RestartCount']}), ready {ready_at:.0f} s and batch done "
+            f"{recovered:.0f} s after the kill",
+            started,
+        )
+        lab.check(batch, sent, figures)
+        assert done == sent
+        assert 0 < done_at_kill < sent, "the kill was not mid-batch"
+        assert ready is not None, f"the worker never said ready again:\n{lab.worker_log()[-3000:]}"
+        assert after["RestartCount"] == before["RestartCount"] + 1, (before, after)
+        assert after["Running"]
+
+    on_each(steady, fault)
+
+
+# --- E2: the broker restarted ---------------------------------------------------------------
+
+
+def test_e2_broker_restart_mid_batch(steady):
+    """`docker compose restart <broker>` while tasks run and wait: nothing is lost,
+    and the worker serves again."""
+
+    def fault(lab: EngineLab):
+        started = time.monotonic()
+        stack = lab.stack
+        broker = "redis" if lab.variant == "redis" else "rabbitmq"
+        before = stack.state(WORKER)
+        sent, batch = 60, "e2-broker"
+        lab.send(batch, sent, seconds=1)
+        assert lab.wait_recorded(batch, 12, timeout=60) >= 12
+        began = time.monotonic()
+        done_at_restart = lab.recorded(batch)
+        stack.run("restart", broker, timeout=180)
+        restart_took = time.monotonic() - began
+        done = lab.wait_drained(batch, sent, timeout=VISIBILITY_TIMEOUT + 120)
+        recovered = time.monotonic() - began
+        serves = lab.serves("e2-after")
+        after = stack.state(WORKER)
+        restarts = after["RestartCount"] - before["RestartCount"]
+        figures = lab.stats(batch, sent)
+        lab.row(
+            f"E2 docker compose restart {broker} mid-batch",
+            figures,
+            f"restarted after {done_at_restart} recorded (took {restart_took:.0f} s); batch done {recovered:.0f} s "
+            "after the restart began; worker "
+            + ("reconnected by itself" if not restarts else f"exited, restarted by the policy {restarts}x"),
+            started,
+        )
+        lab.check(batch, sent, figures)
+        assert done == sent
+        assert done_at_restart < sent, "the restart was not mid-batch"
+        assert serves, f"the worker does not serve after the broker's restart:\n{lab.worker_log()[-3000:]}"
+
+    on_each(steady, fault)
+
+
+# --- E3: a hung worker ----------------------------------------------------------------------------
+
+
+def test_e3_hung_worker_is_killed_by_its_healthcheck_and_restarted(steady):
+    """SIGSTOP of the celery main process inside the container mid-batch: its
+    liveness file goes stale, the healthcheck's `kill -9 -1` ends every process
+    but docker-init, which exits with the worker, and `restart: unless-stopped`
+    starts the container again. Nothing is lost."""
+
+    def fault(lab: EngineLab):
+        started = time.monotonic()
+        stack = lab.stack
+        before, readies = stack.state(WORKER), lab.readies()
+        sent, batch = 200, "e3-hung"
+        lab.send(batch, sent, seconds=0.2)
+        assert lab.wait_recorded(batch, 20, timeout=60) >= 20
+        # Celery's main process, by its host pid: docker-init's child (init: true). From
+        # inside, a SIGSTOP to the container's PID 1 would be ignored without init.
+        os.kill(stack.main_pid(WORKER), signal.SIGSTOP)
+        stopped_at = time.monotonic()
+        done_at_stop = lab.recorded(batch)
+        # The file is touched every 10 s; the check (every 10 s) kills once it is 60 s old.
+        restarted = wait_until(
+            lambda: stack.state(WORKER)["RestartCount"] > before["RestartCount"], timeout=DETECTION_BOUND + 30
+        )
+        restarted_at = time.monotonic() - stopped_at
+        ready = lab.wait_ready(readies, timeout=90) if restarted else None
+        serving_at = time.monotonic() - stopped_at
+        done = lab.wait_drained(batch, sent, timeout=120)
+        recovered = time.monotonic() - stopped_at
+        after = stack.state(WORKER)
+        figures = lab.stats(batch, sent)
+        lab.row(
+            "E3 hung worker main process (SIGSTOP) in a container",
+            figures,
+            f"stopped after {done_at_stop} recorded; "
+            + (
+                f"healthcheck killed it, restarted at {restarted_at:.0f} s (RestartCount "
+                f"{before['RestartCount']} -> {after['RestartCount']}), serving again {serving_at:.0f} s, "
+                f"batch done {recovered:.0f} s after the SIGSTOP"
+                if restarted
+                else f"NOT restarted within {restarted_at:.0f} s ({after['Status']}, health "
+                f"{(after.get('Health') or {}).get('Status')})"
+            ),
+            started,
+        )
+        assert restarted, f"the hung worker was not restarted:\n{after}\n{lab.worker_log()[-2000:]}"
+        assert ready is not None, f"the worker never said ready again:\n{lab.worker_log()[-3000:]}"
+        lab.check(batch, sent, figures)
+        assert done == sent
+        assert done_at_stop < sent, "the stop was not mid-batch"
+
+    on_each(steady, fault)
+
+
+# --- E4: a graceful stop ----------------------------------------------------------------------
+
+
+def test_e4_compose_stop_is_a_warm_shutdown(steady):
+    """`docker compose stop worker-default` while tasks of 3 s run (soft limit 4 s):
+    a warm shutdown within stop_grace_period (exit code 0, not 137), the running
+    tasks complete, the queued ones wait for the next start."""
+
+    def fault(lab: EngineLab):
+        started = time.monotonic()
+        stack = lab.stack
+        grace = int(stack.config()["services"][WORKER]["stop_grace_period"].rstrip("s") or 0)
+        sent, batch = 24, "e4-stop"
+        lab.send(batch, sent, seconds=3)
+        # The second round of four has started: tasks are mid-run, more are queued.
+        assert wait_until(lambda: len(lab.attempts(batch)) >= 6, timeout=60)
+        began = time.monotonic()
+        stack.run("stop", WORKER, timeout=grace + 60)
+        took = time.monotonic() - began
+        state, log = stack.state(WORKER), lab.worker_log()
+        done_at_stop, at_stop = lab.recorded(batch), lab.stats(batch, sent)
+        queued = lab.queued()
+        waiting = queued["ready"] + (queued["landed"] or 0)
+        requeued_after_running = waiting - (sent - done_at_stop)
+        readies = lab.readies()
+        stack.run("start", WORKER)
+        ready = lab.wait_ready(readies, timeout=90)
+        done = lab.wait_recorded(batch, sent, timeout=90)
+        figures = lab.stats(batch, sent)
+        lab.row(
+            "E4 docker compose stop worker during long tasks",
+            figures,
+            f"stopped in {took:.0f} s (stop_grace_period {grace} s), exit code {state['ExitCode']}; "
+            f"{done_at_stop} done at the stop, {waiting} left queued; started again",
+            started,
+        )
+        assert state["ExitCode"] == 0, f"exit code {state['ExitCode']}:\n{log[-3000:]}"
+        assert "Warm shutdown" in log, log[-3000:]
+        assert at_stop["interrupted"] == 0, at_stop
+        assert queued["unacked"] == 0, queued
+        assert 0 < done_at_stop < sent
+        assert waiting >= sent - done_at_stop, queued
+        assert ready is not None, f"the worker never said ready again:\n{lab.worker_log()[-3000:]}"
+        lab.check(batch, sent, figures)
+        assert done == sent
+        assert figures["interrupted"] == 0, figures
+        assert figures["duplicates"] <= requeued_after_running, figures
+
+    on_each(steady, fault)
+
+
+# --- E5: the worker cut off ------------------------------------------------------------------
+
+
+CUT_SECONDS = 35
+
+
+def test_e5_worker_cut_off_its_network_and_reconnected(steady):
+    """`docker network disconnect` of the worker container mid-batch, reconnected
+    after 35 s: nothing is lost, and it serves again within the bound of the
+    partition test in test_liveness.py (60 s after the link returns; 90 s if its
+    liveness check restarted it)."""
+
+    def fault(lab: EngineLab):
+        started = time.monotonic()
+        stack = lab.stack
+        container, before = stack.container(WORKER), stack.state(WORKER)
+        sent, batch = 400, "e5-cut"
+        lab.send(batch, sent, seconds=0.1)
+        assert lab.wait_recorded(batch, 40, timeout=60) >= 40
+        docker("network", "disconnect", stack.network, container)
+        cut_at = time.monotonic()
+        done_at_cut = lab.recorded(batch)
+        try:
+            time.sleep(CUT_SECONDS)
+        finally:
+            docker("network", "connect", "--alias", WORKER, stack.network, container)
+        mended_at = time.monotonic()
+        done_at_mend = lab.recorded(batch)
+        progressed = wait_until(
+            lambda: lab.recorded(batch) > done_at_mend or lab.recorded(batch) == sent,
+            timeout=2 * DETECTION_BOUND + 30,
+        )
+        serves_again = time.monotonic() - mended_at
+        done = lab.wait_drained(batch, sent, timeout=180)
+        recovered = time.monotonic() - cut_at
+        serves = lab.serves("e5-after")
+        after = stack.state(WORKER)
+        restarts = after["RestartCount"] - before["RestartCount"]
+        figures = lab.stats(batch, sent)
+        lab.row(
+            "E5 worker container cut off its network 35 s",
+            figures,
+            f"cut after {done_at_cut} recorded, {done_at_mend} at the reconnect; served again {serves_again:.0f} s "
+            f"after the reconnect, batch done {recovered:.0f} s after the cut; "
+            + ("not restarted" if not restarts else f"restarted by its liveness check {restarts}x"),
+            started,
+        )
+        lab.check(batch, sent, figures)
+        assert done == sent
+        assert done_at_cut < sent, "the cut was not mid-batch"
+        assert progressed, f"the worker did not serve again:\n{lab.worker_log()[-3000:]}"
+        bound = DETECTION_BOUND + 30 if restarts else DETECTION_BOUND
+        assert serves_again <= bound, f"served again {serves_again:.0f} s after the reconnect"
+        assert serves, f"the worker does not serve after the cut:\n{lab.worker_log()[-3000:]}"
+
+    on_each(steady, fault)
