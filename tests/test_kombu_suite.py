@@ -89,4 +89,4 @@ def test_the_shared_venv_asks_for_the_generated_pins(rendered, name):
     kombu's minor version included."""
     pyproject = tomllib.loads((rendered(MATRIX[name]) / "pyproject.toml").read_text())
     assert set(pyproject["project"]["dependencies"]) <= set(PROJECT_REQUIREMENTS)
-    assert ("kombu>=5.7,<5.8" in pyproject["project"]["dependencies"]) == name.startswith("redis")
+    assert ("kombu[redis]>=5.7,<5.8" in pyproject["project"]["dependencies"]) == name.startswith("redis")
