@@ -92,6 +92,10 @@ def main() -> None:
         base_reference = next(ref for ref in images.image_references(project) if ref.startswith("python:"))
         base = json.loads(docker("image", "inspect", base_reference).stdout)[0]["Size"]
         layers = docker("history", "--format", "{{.Size}}\t{{.CreatedBy}}", TAG).stdout.splitlines()
+        # Newest first: what a code change adds on top of the reused virtualenv layer.
+        venv_at = next(i for i, line in enumerate(layers) if "/opt/venv /opt/venv" in line)
+        venv_layer = _bytes(layers[venv_at].split("\t")[0])
+        code_layers = sum(_bytes(line.split("\t")[0]) for line in layers[:venv_at])
         docker("image", "rm", "--force", TAG, check=False)
     engine = docker("version", "--format", "{{.Server.Version}}").stdout.strip()
     print(f"Docker Engine {engine}; defaults render; {args.rounds} rounds")
@@ -102,6 +106,8 @@ def main() -> None:
         f"| of which the project's own layers (the virtualenv, the code, static files) | {(size - base) / 1e6:.0f} MB |"
     )
     print(f"| of which the base image ({base_reference}, a local stand-in here) | {base / 1e6:.0f} MB |")
+    print(f"| the virtualenv's layer, reused while uv.lock is unchanged | {venv_layer / 1e6:.0f} MB |")
+    print(f"| the layers a code change adds (code, static files) | {code_layers / 1e6:.1f} MB |")
     print(f"| cold build, median | {statistics.median(cold):.1f} s (rounds: {', '.join(f'{s:.1f}' for s in cold)}) |")
     print(
         f"| warm rebuild after a one-line change, median | {statistics.median(warm):.1f} s "

@@ -187,11 +187,11 @@ def _collectstatic_variants():
 
 @pytest.mark.parametrize("name", _collectstatic_variants())
 def test_dockerfile_collectstatic_step_runs(name, rendered, venv, tmp_path):
-    """The build's collectstatic RUN line, exactly, with the venv in place of /app/.venv."""
+    """The build's collectstatic RUN line, exactly, with the venv in place of /opt/venv."""
     variant = Variant(name, rendered(VARIANTS[name]))
     _, stages = dockerfile_stages(variant.project)
     (line,) = [line for line in stages[0] if "collectstatic" in line]
-    script = line.removeprefix("RUN ").replace("/app/.venv/bin/python", str(venv / "bin" / "python"))
+    script = line.removeprefix("RUN ").replace("/opt/venv/bin/python", str(venv / "bin" / "python"))
     # The image has no .env (.dockerignore): only the RUN line's variables count.
     env = {k: v for k, v in project_env(venv).items() if not k.startswith(("DJANGO_", "CELERY_", "DATABASE_"))}
     env["DJANGO_STATIC_ROOT"] = str(tmp_path / "static")
