@@ -2,8 +2,10 @@ from datetime import timedelta
 from unittest import mock
 
 import pytest
+from celery.exceptions import Reject
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import DatabaseError
 from django.test import override_settings
 from django.utils import timezone
 from kombu.exceptions import OperationalError
@@ -84,6 +86,30 @@ def test_failed_task_is_recorded_once_as_a_dead_letter():
         [1],
     )
     assert "bad data" in letter.exception
+
+
+def test_failure_whose_dead_letter_cannot_be_stored_is_requeued():
+    """A worker cut off its network fails its tasks and cannot store their dead
+    letters: the task must come back (ops/base.py), not be acknowledged."""
+
+    @tasks.shared_task(name="tests.fails_offline")
+    def fails_offline():
+        raise DatabaseError("the database is unreachable")
+
+    offline = DatabaseError("still unreachable")
+    # As a worker runs it: a delivered message, not a direct or eager call.
+    fails_offline.push_request(id="offline-id", called_directly=False, is_eager=False)
+    try:
+        with (
+            mock.patch.object(DeadLetter.objects, "get_or_create", side_effect=offline),
+            pytest.raises(Reject) as rejected,
+        ):
+            fails_offline()
+    finally:
+        fails_offline.pop_request()
+    assert rejected.value.requeue
+    assert fails_offline.apply(task_id="offline-id").state == "FAILURE"
+    assert DeadLetter.objects.get().task_id == "offline-id"
 
 
 def test_purge_dead_letters_keeps_recent_ones():
