@@ -1,4 +1,5 @@
 import importlib
+from unittest import mock
 
 import pytest
 from django.apps import apps
@@ -32,3 +33,23 @@ def test_the_seeded_task_is_registered():
     app.loader.import_default_modules()
     task = PeriodicTask.objects.get(name=seeding.SCHEDULE_NAME)
     assert task.task in app.tasks
+
+
+def test_beat_leaves_on_sigterm_without_saving_inside_the_handler():
+    """A save from inside the handler can deadlock on the query it interrupted."""
+    import signal
+
+    from celery.signals import beat_init
+
+    service = mock.Mock()
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        beat_init.send(sender=service)
+        for signum in before:
+            with pytest.raises(SystemExit):
+                signal.getsignal(signum)(signum, None)
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+    service.sync.assert_not_called()
+    service.scheduler.close.assert_not_called()
