@@ -40,19 +40,11 @@ from helpers import render  # noqa: E402
 TAG = "cdc-bench-image:latest"
 
 
-def build(project: Path) -> tuple[float, str]:
+def build(project: Path, no_cache: bool = False) -> tuple[float, str]:
     started = time.perf_counter()
-    proc = docker(
-        "build",
-        "--progress",
-        "plain",
-        "--tag",
-        TAG,
-        ".",
-        cwd=project,
-        timeout=1800,
-        env={**os.environ, "DOCKER_BUILDKIT": "1"},
-    )
+    options = ["--no-cache"] if no_cache else []
+    proc = docker("build", *options, "--progress", "plain", "--tag", TAG, ".", cwd=project, timeout=1800,
+                  env={**os.environ, "DOCKER_BUILDKIT": "1"})  # fmt: skip
     return time.perf_counter() - started, proc.stderr
 
 
@@ -78,7 +70,7 @@ def main() -> None:
         for _ in range(args.rounds):
             if args.keep_cache:
                 docker("image", "rm", "--force", TAG, check=False)
-                seconds, _ = build_no_cache(project)
+                seconds, _ = build(project, no_cache=True)
             else:
                 docker("builder", "prune", "--all", "--force", timeout=600)
                 seconds, _ = build(project)
@@ -119,23 +111,6 @@ def main() -> None:
     for line in sorted(layers, key=lambda row: -_bytes(row.split("\t")[0]))[:5]:
         size_text, created = line.split("\t", 1)
         print(f"  {size_text:>8}  {created[:100]}")
-
-
-def build_no_cache(project: Path) -> tuple[float, str]:
-    started = time.perf_counter()
-    proc = docker(
-        "build",
-        "--no-cache",
-        "--progress",
-        "plain",
-        "--tag",
-        TAG,
-        ".",
-        cwd=project,
-        timeout=1800,
-        env={**os.environ, "DOCKER_BUILDKIT": "1"},
-    )
-    return time.perf_counter() - started, proc.stderr
 
 
 def _bytes(text: str) -> float:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
-import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -90,13 +89,3 @@ def on_each(stacks: dict, fault) -> None:
 
 
 REPORT_LOCK = threading.Lock()
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.5):
-    """`predicate()`'s first truthy value within `timeout` seconds, else its last value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(interval)
-    return predicate()
