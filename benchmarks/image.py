@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,7 +77,7 @@ def main() -> None:
                 seconds, _ = build(project)
             cold.append(seconds)
             views = project / "reports" / "views.py"
-            views.write_text(views.read_text() + "# a one-line change\n")
+            views.write_text(views.read_text() + f"# a one-line change {uuid.uuid4().hex}\n")
             seconds, output = build(project)
             warm.append(seconds)
             reused.append(dependency_step_cached(output))

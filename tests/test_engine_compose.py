@@ -236,7 +236,9 @@ def test_dockerignore_keeps_env_git_and_venv_out(stack):
 def test_a_one_line_python_change_reuses_the_dependency_layer(stack):
     """Layer order: uv.lock and pyproject.toml are installed before `COPY . .`."""
     views = stack.project / "reports" / "views.py"
-    views.write_text(views.read_text() + "# a one-line change\n")
+    # Content no earlier build had: BuildKit's cache is keyed by content, and
+    # repeated runs on one engine would otherwise find this very change cached.
+    views.write_text(views.read_text() + f"# a one-line change {uuid.uuid4().hex}\n")
     build = stack.run("--progress", "plain", "build", "web", timeout=900)
     output = build.stdout + build.stderr
     steps = dict(re.findall(r"^#(\d+) \[(?:web )?(?:build|stage-1) \d+/\d+\] (.*)$", output, re.M)[::-1])
