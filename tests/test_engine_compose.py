@@ -32,6 +32,7 @@ from enginelab.compose import Compose
 from enginelab.docs import doc_block
 from enginelab.engine import docker, require_engine
 
+import deploy_files
 from helpers import http
 from variants import ENGINE_VARIANTS
 
@@ -80,7 +81,7 @@ def stack(request, rendered, tmp_path_factory):
     images.standins_for(project)
     compose = Compose(project, f"cdc-{name}-{uuid.uuid4().hex[:6]}")
     compose.answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
-    compose.dotenv = dict(re.findall(r"^(\w+)=(.*)$", (project / ".env").read_text(), re.M))
+    compose.dotenv = deploy_files.read_env_file(project / ".env")
     try:
         # uv lock; docker compose up -d --build --wait; docker compose ps -a
         compose.install = documented(compose, "install", timeout=1800)
@@ -97,8 +98,8 @@ def test_every_service_reaches_healthy(stack):
     assert expected <= set(services)
 
 
-def parsed_queues(stack):
-    return [{"name": part.strip().split(":")[0]} for part in stack.answers["queues"].split(",")]
+def parsed_queues(stack) -> list[dict]:
+    return deploy_files.queues_of(stack.answers["queues"])
 
 
 def test_migrate_ran_once_and_exited_0(stack):
