@@ -49,11 +49,13 @@ def is_app(service: str) -> bool:
     return service in APP_SERVICES or service.startswith("worker-")
 
 
-def documented(stack, block_id: str, timeout: float = 900) -> subprocess.CompletedProcess:
+def documented(stack, block_id: str, timeout: float = 900, replace: dict | None = None) -> subprocess.CompletedProcess:
     """Run a command block of docs/deploy-compose.md as a user would: in the project,
     or from the directory above it for the block that starts with `cd my_project`.
     COMPOSE_PROJECT_NAME gives the stack this test's name."""
     commands = doc_block("deploy-compose.md", block_id)
+    for text, replacement in (replace or {}).items():
+        commands = commands.replace(text, replacement)
     cwd = stack.project.parent if commands.startswith(f"cd {stack.project.name}\n") else stack.project
     env = {**os.environ, "COMPOSE_PROJECT_NAME": stack.name, "PATH": f"{Path(UV).parent}:{os.environ['PATH']}"}
     proc = subprocess.run(
@@ -284,11 +286,7 @@ def test_redis_healthcheck_fails_without_the_password(stack):
 def test_scaling_a_queue_as_documented(stack):
     """The docs scale worker-email; a variant without that queue scales its last queue."""
     queue = "email" if any(q["name"] == "email" for q in parsed_queues(stack)) else parsed_queues(stack)[-1]["name"]
-    commands = doc_block("deploy-compose.md", "scale").replace("worker-email", f"worker-{queue}")
-    env = {**os.environ, "COMPOSE_PROJECT_NAME": stack.name}
-    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", commands], cwd=stack.project, env=env,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    documented(stack, "scale", timeout=600, replace={"worker-email": f"worker-{queue}"})
     containers = stack.containers(f"worker-{queue}")
     assert len(containers) == 3
     stack.wait_for(
