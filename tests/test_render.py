@@ -158,3 +158,37 @@ def test_conditional_files_follow_the_answers(variant):
     procfile = (project / "Procfile").read_text()
     assert ("\nbeat:" in procfile) == use_beat
     assert ("\nflower:" in procfile) == use_flower
+
+
+@pytest.mark.parametrize("url_kind", ["postgresql", "sqlite"])
+@pytest.mark.parametrize("database", ["postgresql", "sqlite"])
+def test_either_database_answer_runs_on_either_kind_of_url(database, url_kind, rendered, venv, tmp_path):
+    """A DATABASE_URL of the other kind (SQLite for a quick check or a lint job)
+    works: engine-specific options go to their engine only."""
+    project = rendered(MATRIX["redis-djangodb-postgresql" if database == "postgresql" else "redis-djangodb-sqlite"])
+    with contextlib.ExitStack() as stack:
+        if url_kind == "postgresql":
+            require("PostgreSQL", POSTGRES)
+            url = stack.enter_context(postgres_database())
+        else:
+            url = f"sqlite:///{tmp_path}/check.sqlite3"
+        env = project_env(venv, DATABASE_URL=url, CELERY_BROKER_URL="redis://127.0.0.1:6379/0")
+        run(["python", "manage.py", "makemigrations", "--check", "--dry-run"], project, env)
+        run(["python", "manage.py", "migrate", "--no-input"], project, env)
+        out = run(
+            [
+                "python",
+                "manage.py",
+                "shell",
+                "-c",
+                "from django.db import connection as c; c.ensure_connection(); "
+                "print(c.vendor, c.settings_dict['OPTIONS'].get('options', ''))",
+            ],
+            project,
+            env,
+        )
+    vendor, _, options = out.stdout.strip().splitlines()[-1].partition(" ")
+    assert vendor == url_kind
+    # The PostgreSQL project bounds idle transactions on PostgreSQL, and only there.
+    expected = database == "postgresql" and url_kind == "postgresql"
+    assert ("idle_in_transaction_session_timeout" in options) is expected
