@@ -24,9 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import copier
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache"
+# The template's questions, as copier.yml declares them.
+QUESTIONS = yaml.safe_load((ROOT / "copier.yml").read_text())
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 REDIS = ("127.0.0.1", 6379)
@@ -85,24 +88,47 @@ def answers_key(answers: dict) -> str:
 # --- The shared virtualenv -----------------------------------------------------
 
 
-def project_venv() -> Path:
-    """A virtualenv with every generated project's dependencies, made once.
+def interpreter(version: str) -> str:
+    """This machine's Python `version` (pyenv's or on PATH): uv must not download one."""
+    for candidate in sorted(Path("/root/.pyenv/versions").glob(f"{version}.*")):
+        if (candidate / "bin" / "python3").exists():
+            return str(candidate / "bin" / "python3")
+    found = shutil.which(f"python{version}")
+    if found is None:
+        raise AssertionError(f"no Python {version} on this machine")
+    return found
+
+
+# Django series -> the Python its shared virtualenv runs on: this interpreter
+# for 5.2; Django 6 needs 3.12 or later.
+DJANGO_PYTHON = {"5.2": None, "6.0": "3.13"}
+
+
+def project_venv(django_version: str = "5.2") -> Path:
+    """A virtualenv with every generated project's dependencies, made once per
+    Django series.
 
     Keyed by the requirement list, shared by xdist workers (file lock) and kept
     in .cache/ between runs; uv makes a warm rebuild take about a second.
     """
     from filelock import FileLock
 
-    digest = hashlib.sha1("\n".join(PROJECT_REQUIREMENTS).encode()).hexdigest()[:12]
+    major, minor = django_version.split(".")
+    requirements = [
+        f"django>={django_version},<{major}.{int(minor) + 1}" if r.startswith("django>=") else r
+        for r in PROJECT_REQUIREMENTS
+    ]
+    python = sys.executable if DJANGO_PYTHON[django_version] is None else interpreter(DJANGO_PYTHON[django_version])
+    digest = hashlib.sha1("\n".join([python, *requirements]).encode()).hexdigest()[:12]
     venv = CACHE / f"venv-{digest}"
     CACHE.mkdir(exist_ok=True)
     with FileLock(str(venv) + ".lock"):
         if not (venv / ".complete").exists():
             shutil.rmtree(venv, ignore_errors=True)
             uv = shutil.which("uv") or str(Path(sys.executable).with_name("uv"))
-            subprocess.run([uv, "venv", "--quiet", "--python", sys.executable, str(venv)], check=True)
+            subprocess.run([uv, "venv", "--quiet", "--python", python, str(venv)], check=True)
             subprocess.run(
-                [uv, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"), *PROJECT_REQUIREMENTS],
+                [uv, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"), *requirements],
                 check=True,
             )
             (venv / ".complete").touch()

@@ -28,6 +28,12 @@ INVALID = {
     "domain with a leading hyphen": ({"domain_name": "-bad.example.com"}, "domain_name", "not a valid"),
     "domain in capitals": ({"domain_name": "Example.com"}, "domain_name", "not a valid"),
     "unsupported python": ({"python_version": "3.10"}, "python_version", "Invalid choice"),
+    "unknown django series": ({"django_version": "6.1"}, "django_version", "Invalid choice"),
+    "django 6 on python 3.11": (
+        {"python_version": "3.11", "django_version": "6.0"},
+        "django_version",
+        "Django 6.0 needs Python 3.12 or later",
+    ),
     "unknown database": ({"database": "mysql"}, "database", "Invalid choice"),
     "unknown broker": ({"broker": "kafka"}, "broker", "Invalid choice"),
     "unknown result backend": ({"result_backend": "rpc"}, "result_backend", "Invalid choice"),

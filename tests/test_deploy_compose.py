@@ -16,11 +16,11 @@ import pytest
 import yaml
 
 import deploy_files as compose_file
-from helpers import ROOT, project_env, run
+from helpers import QUESTIONS, project_env, run
 from variants import MATRIX
 
 BIN = Path(sys.executable).parent
-DEFAULT_DEPLOY = yaml.safe_load((ROOT / "copier.yml").read_text())["deploy"]["default"]
+DEFAULT_DEPLOY = QUESTIONS["deploy"]["default"]
 
 # Variants that generate compose.yaml, plus one with a single queue, SQLite,
 # no beat and no Flower, which the matrix does not have.

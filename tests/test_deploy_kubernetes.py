@@ -20,11 +20,11 @@ import yaml
 
 import deploy_files
 from deploy_files import assert_worker_command, queues_of
-from helpers import ROOT, run
+from helpers import QUESTIONS, run
 from variants import MATRIX
 
 BIN = Path(sys.executable).parent
-DEFAULT_DEPLOY = yaml.safe_load((ROOT / "copier.yml").read_text())["deploy"]["default"]
+DEFAULT_DEPLOY = QUESTIONS["deploy"]["default"]
 
 VARIANTS = {name: answers for name, answers in MATRIX.items() if "kubernetes" in answers.get("deploy", DEFAULT_DEPLOY)}
 # The matrix's Kubernetes variants are SQLite ones: add PostgreSQL with the

@@ -18,10 +18,12 @@ import pytest
 
 from helpers import (
     POSTGRES,
+    QUESTIONS,
     RABBITMQ,
     REDIS,
     free_port,
     http,
+    interpreter,
     postgres_database,
     procfile,
     project_env,
@@ -36,17 +38,7 @@ from variants import MATRIX
 
 UV = shutil.which("uv") or str(Path(sys.executable).with_name("uv"))
 DEV_ONLY = ("pytest", "ruff", "honcho", "pre_commit")
-
-
-def interpreter(version: str) -> str:
-    """This machine's Python `version` (pyenv's or on PATH): uv must not download one."""
-    for candidate in sorted(Path("/root/.pyenv/versions").glob(f"{version}.*")):
-        if (candidate / "bin" / "python3").exists():
-            return str(candidate / "bin" / "python3")
-    found = shutil.which(f"python{version}")
-    if found is None:
-        pytest.fail(f"no Python {version} on this machine for uv sync", pytrace=False)
-    return found
+DEFAULT_PYTHON = QUESTIONS["python_version"]["default"]
 
 
 @pytest.fixture(scope="module", params=[pytest.param(name, marks=[pytest.mark.boot]) for name in MATRIX])
@@ -59,7 +51,7 @@ def installed(request, rendered, tmp_path_factory):
     env.pop("VIRTUAL_ENV")
     if not (project / "uv.lock").exists():
         run([UV, "lock", "--quiet"], project, env, timeout=300)
-    python = interpreter(answers.get("python_version", "3.12"))
+    python = interpreter(answers.get("python_version", DEFAULT_PYTHON))
     run([UV, "sync", "--no-dev", "--locked", "--quiet", "--python", python], project, env, timeout=600)
     return name, answers, project
 

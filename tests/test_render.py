@@ -8,7 +8,17 @@ import secrets
 import pytest
 import yaml
 
-from helpers import POSTGRES, REDIS, postgres_database, project_env, redis_database, require, run
+from helpers import (
+    POSTGRES,
+    QUESTIONS,
+    REDIS,
+    postgres_database,
+    project_env,
+    project_venv,
+    redis_database,
+    require,
+    run,
+)
 from variants import MATRIX
 
 JINJA_LEFTOVER = re.compile(r"\{\{|\{%|%\}|\{#")
@@ -17,6 +27,13 @@ JINJA_LEFTOVER = re.compile(r"\{\{|\{%|%\}|\{#")
 @pytest.fixture(scope="module", params=list(MATRIX), ids=list(MATRIX))
 def variant(request, rendered):
     return request.param, MATRIX[request.param], rendered(MATRIX[request.param])
+
+
+@pytest.fixture(scope="module")
+def venv(variant):
+    """The shared virtualenv of the variant's Django series."""
+    _, answers, _ = variant
+    return project_venv(answers.get("django_version", QUESTIONS["django_version"]["default"]))
 
 
 def text_files(project):
@@ -100,7 +117,8 @@ def env_for(variant, venv, database_url, **extra):
 def test_check_deploy(variant, venv, database_url):
     _, _, project = variant
     out = run(
-        ["python", "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        # Deprecated settings fail here, Django's and the libraries' alike.
+        ["python", "-W", "error::DeprecationWarning", "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
         project,
         env_for(variant, venv, database_url),
     )
@@ -162,7 +180,7 @@ def test_conditional_files_follow_the_answers(variant):
 
 @pytest.mark.parametrize("url_kind", ["postgresql", "sqlite"])
 @pytest.mark.parametrize("database", ["postgresql", "sqlite"])
-def test_either_database_answer_runs_on_either_kind_of_url(database, url_kind, rendered, venv, tmp_path):
+def test_either_database_answer_runs_on_either_kind_of_url(database, url_kind, rendered, tmp_path):
     """A DATABASE_URL of the other kind (SQLite for a quick check or a lint job)
     works: engine-specific options go to their engine only."""
     project = rendered(MATRIX["redis-djangodb-postgresql" if database == "postgresql" else "redis-djangodb-sqlite"])
@@ -172,7 +190,7 @@ def test_either_database_answer_runs_on_either_kind_of_url(database, url_kind, r
             url = stack.enter_context(postgres_database())
         else:
             url = f"sqlite:///{tmp_path}/check.sqlite3"
-        env = project_env(venv, DATABASE_URL=url, CELERY_BROKER_URL="redis://127.0.0.1:6379/0")
+        env = project_env(project_venv(), DATABASE_URL=url, CELERY_BROKER_URL="redis://127.0.0.1:6379/0")
         run(["python", "manage.py", "makemigrations", "--check", "--dry-run"], project, env)
         run(["python", "manage.py", "migrate", "--no-input"], project, env)
         out = run(

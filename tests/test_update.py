@@ -24,6 +24,7 @@ from packaging.version import Version
 
 from helpers import (
     POSTGRES,
+    QUESTIONS,
     REDIS,
     ROOT,
     once_per_run,
@@ -37,7 +38,7 @@ from helpers import (
     start,
 )
 
-COPIER_YML = yaml.safe_load((ROOT / "copier.yml").read_text())
+COPIER_YML = QUESTIONS
 PREVIOUS = "0.0.1"  # never published: only these tests' clones carry it
 
 

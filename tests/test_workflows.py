@@ -15,10 +15,10 @@ import pytest
 import yaml
 
 from deploy_files import queues_of
-from helpers import REDIS, ROOT, project_env, redis_database, require, run
+from helpers import QUESTIONS, REDIS, project_env, redis_database, require, run
 from variants import MATRIX
 
-COPIER_YML = yaml.safe_load((ROOT / "copier.yml").read_text())
+COPIER_YML = QUESTIONS
 
 VARIANTS = [
     "redis-djangodb-postgresql",

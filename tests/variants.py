@@ -35,7 +35,13 @@ MATRIX = {
         "timezone": "Europe/Paris",
         "queues": "critical:1, bulk:16:threads ,default-low",
     },
-    "rabbitmq-redis-sqlite": {"broker": "rabbitmq", "result_backend": "redis", "database": "sqlite"},
+    "rabbitmq-redis-sqlite": {
+        "broker": "rabbitmq",
+        "result_backend": "redis",
+        "database": "sqlite",
+        "python_version": "3.12",
+        "django_version": "6.0",
+    },
     "rabbitmq-none-postgresql": {
         "broker": "rabbitmq",
         "result_backend": "none",

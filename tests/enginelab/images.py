@@ -220,13 +220,29 @@ def _uv_binaries(version: str, context: Path) -> None:
                 target.chmod(0o755)
 
 
+# Python minor version -> (Debian suite, package) that has it. Other versions
+# get trixie's python3 (3.13), and the stand-in's label says so.
+PYTHONS = {"3.13": ("trixie", "python3"), "3.14": ("sid", "python3.14")}
+
+
 def standin(reference: str, suite: str = "trixie") -> str:
     """Build the stand-in for `reference` (once per set of inputs) and tag it so."""
     recipe = recipe_for(reference)
     _, tag = split_reference(reference)
+    build_args = {"TAG": tag}
+    if recipe == "python":
+        version = ".".join(tag.split("-")[0].split(".")[:2])
+        suite, package = PYTHONS.get(version, PYTHONS["3.13"])
+        build_args.update(SUITE=suite, PACKAGE=package, VERSION=version if version in PYTHONS else "3.13")
     base = base_image(suite)
+    build_args["BASE"] = base
     files = _recipe_files(recipe)
-    inputs = _digest("standin-v2", recipe, tag, base, *(f"{p.relative_to(STANDINS)}\0{p.read_text()}" for p in files))
+    inputs = _digest(
+        "standin-v3",
+        recipe,
+        *sorted(f"{key}={value}" for key, value in build_args.items()),
+        *(f"{p.relative_to(STANDINS)}\0{p.read_text()}" for p in files),
+    )
     with FileLock(str(CACHE / f"image-standin-{recipe}.lock")):
         if _image_label(reference) == inputs:
             return reference
@@ -241,10 +257,7 @@ def standin(reference: str, suite: str = "trixie") -> str:
             docker(
                 "build",
                 "--quiet",
-                "--build-arg",
-                f"BASE={base}",
-                "--build-arg",
-                f"TAG={tag}",
+                *[arg for key, value in build_args.items() for arg in ("--build-arg", f"{key}={value}")],
                 "--label",
                 f"{LABEL}={inputs}",
                 "--tag",
