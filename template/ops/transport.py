@@ -37,6 +37,10 @@ from kombu.utils.json import dumps, loads
 
 logger = logging.getLogger(__name__)
 
+# What decoding a message that is not kombu's raises. A name, not a tuple in the
+# except clause: ruff formats that clause differently for Python 3.14 (PEP 758).
+UNREADABLE = (TypeError, ValueError, KeyError)
+
 # KEYS: landing list, unacked hash, unacked index, landing index.
 # ARGV: the message as BLMOVE returned it, its delivery tag, its unacked entry
 # ("" for a consumer that does not acknowledge), now.
@@ -225,7 +229,7 @@ class Channel(redis.Channel):
                 tag = message["properties"]["delivery_tag"]
                 info = message["properties"]["delivery_info"]
                 unacked = (info["exchange"], info["routing_key"])
-            except (TypeError, ValueError, KeyError):
+            except UNREADABLE:
                 # As kombu's BRPOP would, drop what no consumer can read.
                 logger.error("Dropped a message that is not kombu's from %s: %r", queue, raw[:1024])
                 client.lrem(landing, 1, raw)

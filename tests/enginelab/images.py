@@ -88,7 +88,7 @@ BASE_PACKAGES = ["ca-certificates"]
 def base_image(suite: str = "trixie") -> str:
     """`debootstrap --variant=minbase` of `suite`, imported as an image; its tag."""
     mirror = debian_mirror()
-    inputs = _digest("base-v1", suite, mirror, *BASE_PACKAGES, HOST_CA_BUNDLE.read_bytes())
+    inputs = _digest("base-v2", suite, mirror, *BASE_PACKAGES, HOST_CA_BUNDLE.read_bytes())
     tag = f"cdc-base/{suite}:{inputs}"
     CACHE.mkdir(exist_ok=True)
     with FileLock(str(CACHE / f"image-base-{suite}.lock")):
@@ -112,9 +112,12 @@ def base_image(suite: str = "trixie") -> str:
             ca = rootfs / IN_IMAGE_CA_BUNDLE.lstrip("/")
             ca.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(HOST_CA_BUNDLE, ca)
-            # Debian's apt in an image: no recommends, no docs, no cache kept.
+            # Debian's apt in an image: no recommends, no docs, no cache kept. The
+            # mirror may be a snapshot, whose sid Release file is past the
+            # Valid-Until date it carries (debootstrap does not check it, apt does).
             (rootfs / "etc/apt/apt.conf.d/90-image").write_text(
                 'APT::Install-Recommends "false";\nAPT::Install-Suggests "false";\n'
+                'Acquire::Check-Valid-Until "false";\n'
             )
             shutil.rmtree(rootfs / "var/cache/apt/archives", ignore_errors=True)
             (rootfs / "var/cache/apt/archives/partial").mkdir(parents=True)
