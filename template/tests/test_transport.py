@@ -103,6 +103,26 @@ def test_a_message_left_landed_goes_back_on_its_queue(connection, queue, client)
 
 
 @needs_redis
+def test_a_dead_workers_message_comes_back_at_the_first_sweep_past_the_visibility_timeout(queue, client):
+    """Workers sweep every unacked_restore_interval (10 s), and every sweep must
+    scan: kombu's default scans on every 10th, 100 s later."""
+    with Connection(URL, transport_options=settings.CELERY_BROKER_TRANSPORT_OPTIONS) as conn:
+        publish(conn, queue, {"n": 6})
+        channel, message = consume(conn, queue)  # taken, never acknowledged: its worker died
+
+        def sweep():  # what each of the worker's periodic sweeps calls
+            channel.qos.restore_visible(num=channel.unacked_restore_limit, interval=channel.unacked_restore_throttle)
+
+        sweep()  # younger than the visibility timeout: left alone
+        assert client.llen(queue.name) == 0
+        client.zadd("unacked_index", {message.delivery_tag: 0}, xx=True)  # now it is older
+        sweep()
+        # Checked before the connection closes: closing restores what it took.
+        assert client.llen(queue.name) == 1
+        assert not client.hexists("unacked", message.delivery_tag)
+
+
+@needs_redis
 def test_a_late_claim_does_not_deliver_a_restored_message(connection, queue, client):
     publish(connection, queue, {"n": 3})
     raw = land(client, queue)
