@@ -10,6 +10,7 @@ template and is tagged with the newest version in CHANGELOG.md.
 import difflib
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -20,6 +21,7 @@ import pathspec
 import pytest
 import yaml
 from copier.errors import DirtyLocalWarning, UserMessageError
+from enginelab.docs import doc_block
 from packaging.version import Version
 
 from helpers import (
@@ -27,6 +29,7 @@ from helpers import (
     QUESTIONS,
     REDIS,
     ROOT,
+    interpreter,
     once_per_run,
     postgres_database,
     procfile,
@@ -287,6 +290,55 @@ def test_updated_project_boots_a_worker_per_queue(updated, venv, tmp_path):
                 service.stop()
     for queue in ("default", "email", "render"):
         assert re.search(rf"^{queue}\s+ok\s+{queue}@", out, re.M), out
+
+
+# --- Changing the Django series ----------------------------------------------------------------
+
+
+def locked_version(project: Path, package: str) -> str:
+    lock = tomllib.loads((project / "uv.lock").read_text())
+    return next(entry["version"] for entry in lock["package"] if entry["name"] == package)
+
+
+@pytest.mark.boot
+@pytest.mark.xdist_group("update")
+def test_update_from_django_52_to_60_relocks_migrates_and_passes(template_repo, tmp_path):
+    """docs/updating.md#move-to-django-60, run as written: the answer changes, `uv lock`
+    moves Django to 6.0, the 5.2 database migrates forward and the suite passes."""
+    require("Redis", REDIS)
+    require("PostgreSQL", POSTGRES)
+    project = render(tmp_path / "project", {"database": "postgresql"}, src=template_repo, vcs_ref=CURRENT)
+    uv = shutil.which("uv") or str(Path(sys.executable).with_name("uv"))
+    with redis_database(count=2) as (broker, tests), postgres_database() as database_url:
+        env = project_env(
+            Path(sys.prefix),
+            DATABASE_URL=database_url,
+            CELERY_BROKER_URL=f"redis://127.0.0.1:6379/{broker}",
+            REDIS_TEST_URL=f"redis://127.0.0.1:6379/{tests}",
+            FLOWER_USER="admin",
+            FLOWER_PASSWORD="not-a-secret",
+            UV_PYTHON=interpreter(answers_file(project)["python_version"]),
+            UV_PYTHON_DOWNLOADS="never",
+            UV_PROJECT_ENVIRONMENT=str(tmp_path / "venv"),
+        )
+        env.pop("VIRTUAL_ENV")
+        env["PATH"] = f"{tmp_path / 'venv' / 'bin'}{os.pathsep}{env['PATH']}"
+        run([uv, "lock", "--quiet"], project, env, timeout=300)
+        run([uv, "sync", "--locked", "--quiet"], project, env, timeout=600)
+        assert locked_version(project, "django").startswith("5.2.")
+        run(["python", "manage.py", "migrate", "--no-input"], project, env)
+        commit_all(project, "Generated, locked")
+
+        # The documented commands, as written, with copier and uv on PATH.
+        env["PATH"] = f"{env['PATH']}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{Path(uv).parent}"
+        out = run(["bash", "-euo", "pipefail", "-c", doc_block("updating.md", "django-60")], project, env, timeout=1200)
+        assert answers_file(project)["django_version"] == "6.0"
+        assert '"django>=6.0,<6.1"' in (project / "pyproject.toml").read_text()
+        assert locked_version(project, "django").startswith("6.0.")
+        unapplied = run(["python", "manage.py", "showmigrations", "--plan"], project, env).stdout
+        assert "[ ]" not in unapplied and "[X]" in unapplied, unapplied
+    summary = out.stdout.strip().splitlines()[-1]
+    assert re.search(r"\d+ passed", summary) and "failed" not in summary and "skipped" not in summary, out.stdout
 
 
 # --- The migration -----------------------------------------------------------------------
