@@ -41,6 +41,7 @@ from helpers import (
     run,
     start,
     wait_for_port,
+    wait_until,
 )
 
 pytestmark = [pytest.mark.boot, pytest.mark.xdist_group("browser")]
@@ -186,13 +187,6 @@ def wait_for_text(driver, expected, selector="body", timeout=30, reload=False):
             driver.refresh()
 
 
-def wait_until(condition, timeout=30):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.2)
-
-
 def status(driver):
     """The HTTP status of the page the browser shows."""
     return driver.execute_script("return performance.getEntriesByType('navigation')[0].responseStatus")
@@ -276,16 +270,16 @@ def test_add_a_periodic_task_in_the_admin(stack, browser):
     Select(browser.find_element(By.ID, "id_regtask")).select_by_value("ops.tasks.purge_dead_letters")
     form = browser.current_window_handle
     browser.find_element(By.ID, "add_id_interval").click()  # the + beside Interval Schedule
-    wait_until(lambda: len(browser.window_handles) == 2)
+    assert wait_until(lambda: len(browser.window_handles) == 2, timeout=30)
     browser.switch_to.window(next(h for h in browser.window_handles if h != form))
     wait_for_text(browser, ["Number of Periods", "Interval Period"], "#content")
     browser.find_element(By.ID, "id_every").send_keys("2")
     Select(browser.find_element(By.ID, "id_period")).select_by_visible_text("Seconds")
     browser.find_element(By.NAME, "_save").click()
-    wait_until(lambda: len(browser.window_handles) == 1)
+    assert wait_until(lambda: len(browser.window_handles) == 1, timeout=30)
     browser.switch_to.window(form)
     interval = Select(browser.find_element(By.ID, "id_interval"))
-    wait_until(lambda: "every 2 seconds" in interval.first_selected_option.text)
+    assert wait_until(lambda: "every 2 seconds" in interval.first_selected_option.text, timeout=30)
     browser.find_element(By.NAME, "_save").click()
     wait_for_text(browser, [f"“{name}: every 2 seconds” was added successfully"], ".messagelist")
     worker = stack.services["worker-default"]

@@ -33,7 +33,7 @@ from enginelab.docs import doc_block
 from enginelab.engine import docker, require_engine
 
 import deploy_files
-from helpers import http
+from helpers import http, wait_until
 from variants import ENGINE_VARIANTS
 
 UV = shutil.which("uv") or str(Path(sys.executable).with_name("uv"))
@@ -158,6 +158,34 @@ def test_celery_healthcheck_in_the_web_container_round_trips_every_queue(stack):
         name, _, host = node.partition("@")
         assert name == queue
         assert stack.inspect(stack.container(f"worker-{queue}"))["Config"]["Hostname"] == host
+
+
+def test_remote_control_and_events_reach_every_worker(stack):
+    """celery inspect ping and control enable_events (the transient control and
+    event queues that RabbitMQ 4.3 refuses unless exclusive), then Flower's
+    workers API, which reads the events."""
+    workers = {
+        stack.inspect(stack.container(f"worker-{q['name']}"))["Config"]["Hostname"]: q["name"]
+        for q in parsed_queues(stack)
+    }
+    expected = {f"{queue}@{host}" for host, queue in workers.items()}
+    ping = stack.exec("web", "celery", "-A", "config", "inspect", "ping", "--timeout", "10").stdout
+    assert set(re.findall(r"^->\s+(\S+): OK", ping, re.M)) == expected, ping
+    events = stack.exec("web", "celery", "-A", "config", "control", "enable_events", "--timeout", "10").stdout
+    try:
+        assert set(re.findall(r"^->\s+(\S+): OK", events, re.M)) == expected, events
+        if not stack.answers["use_flower"]:
+            return
+        url = f"http://127.0.0.1:{stack.answers['flower_port']}/flower/api/workers?refresh=1"
+        credentials = f"{stack.dotenv['FLOWER_USER']}:{stack.dotenv['FLOWER_PASSWORD']}"
+
+        def listed():
+            status, body = http(url, auth=credentials)
+            return status == 200 and expected <= set(json.loads(body))
+
+        assert wait_until(listed, timeout=60), http(url, auth=credentials)
+    finally:
+        stack.exec("web", "celery", "-A", "config", "control", "disable_events", "--timeout", "10", check=False)
 
 
 def test_flower_asks_for_credentials(stack):

@@ -76,16 +76,17 @@ class EngineLab(Lab):
         if self.variant != "rabbitmq":
             return super().queued()
         # faultlab_queue asks rabbitmqctl, which is in the rabbitmq container.
+        ready, unacked = self.rabbitmq_queues().get(QUEUE, (0, 0))
+        return {"ready": ready, "unacked": unacked, "landed": None}
+
+    def rabbitmq_queues(self) -> dict[str, tuple[int, int]]:
+        """RabbitMQ's queues of this vhost: name -> (ready, unacknowledged)."""
         slug = self.stack.answers["project_slug"]
         listed = self.stack.exec(
             "rabbitmq", "rabbitmqctl", "-q", "list_queues", "-p", slug,
             "name", "messages_ready", "messages_unacknowledged", "--no-table-headers",
         ).stdout  # fmt: skip
-        for line in listed.splitlines():
-            name, ready, unacked = line.split()
-            if name == QUEUE:
-                return {"ready": int(ready), "unacked": int(unacked), "landed": None}
-        return {"ready": 0, "unacked": 0, "landed": None}
+        return {name: (int(ready), int(unacked)) for name, ready, unacked in map(str.split, listed.splitlines())}
 
     # -- the worker container --------------------------------------------------------
 
@@ -470,3 +471,100 @@ def test_e5_worker_cut_off_its_network_and_reconnected(steady):
         assert serves, f"the worker does not serve after the cut:\n{lab.worker_log()[-3000:]}"
 
     on_each(steady, fault)
+
+
+# --- E6: countdowns and retries across a worker restart ----------------------------------------
+
+
+DELAYED = "celery_delayed_"  # native delayed delivery's queues (kombu.transport.native_delayed_delivery)
+
+
+def test_e6_countdowns_and_retries_outlive_a_worker_restart(steady):
+    """Tasks sent with a countdown, each then retrying three times after 1 s,
+    while the worker restarts: every one runs, each retry once. On RabbitMQ
+    (quorum queues, a topic exchange) the countdowns wait in RabbitMQ's own
+    delay queues, not unacknowledged in a worker: native delayed delivery."""
+
+    def fault(lab: EngineLab):
+        started = time.monotonic()
+        stack = lab.stack
+        sent, batch, retries, countdown = 30, "e6-delay", 3, 10
+        readies = lab.readies()
+        lab.send(batch, sent, countdown=countdown, retries=retries)
+        if lab.variant == "rabbitmq":
+            queues = lab.rabbitmq_queues()
+            waiting = sum(ready for name, (ready, _) in queues.items() if name.startswith(DELAYED))
+            assert waiting == sent and queues[QUEUE] == (0, 0), queues
+        stack.run("restart", WORKER, timeout=120)
+        ready = lab.wait_ready(readies, timeout=90)
+        done = lab.wait_drained(batch, sent, timeout=countdown + VISIBILITY_TIMEOUT + 90)
+        attempts = lab.attempts(batch)
+        steps = {(key, step) for key, _, step, _, _ in attempts}
+        figures = {**lab.stats(batch, sent), "duplicates": len(attempts) - len(steps)}
+        where = "in RabbitMQ's delay queues" if lab.variant == "rabbitmq" else "reserved by the worker"
+        lab.row(
+            f"E6 countdown {countdown} s + {retries} retries, worker restarted",
+            figures,
+            f"restarted while all {sent} waited ({where}); "
+            f"ready {ready or 0:.0f} s later; batch done {time.monotonic() - started:.0f} s after sending",
+            started,
+        )
+        lab.check(batch, sent, figures)
+        assert done == sent
+        assert ready is not None, lab.worker_log()[-3000:]
+        short = {key for key, _, _, _, _ in attempts if not all((key, step) in steps for step in range(retries + 1))}
+        assert not short, f"keys recorded without all {retries} retries: {sorted(short)[:5]}"
+        assert "Direct exchanges are not supported" not in lab.worker_log() + stack.logs("web")
+
+    on_each(steady, fault)
+
+
+# --- E7: past RabbitMQ's delivery limit ---------------------------------------------------------------
+
+# In the web container: a message requeued until RabbitMQ stops delivering it;
+# prints the queue's length as KEDA reads it, the deliveries and what
+# <queue>.poison then holds.
+REQUEUE_UNTIL_DROPPED = """
+import os, sys, time
+from kombu import Connection
+queue = sys.argv[1]
+with Connection(os.environ["CELERY_BROKER_URL"]) as conn:
+    channel = conn.default_channel
+    channel.basic_publish(channel.prepare_message("poison"), exchange="tasks", routing_key=queue)
+    time.sleep(1)
+    # What KEDA's rabbitmq scaler reads over AMQP (mode QueueLength): a passive declare.
+    length = channel.queue_declare(queue, passive=True).message_count
+    deliveries = 0
+    for _ in range(100):
+        message = None
+        deadline = time.monotonic() + 5
+        while message is None and time.monotonic() < deadline:
+            message = channel.basic_get(queue)
+            time.sleep(0 if message else 0.05)
+        if message is None:
+            break
+        deliveries += 1
+        channel.basic_reject(message.delivery_tag, requeue=True)
+    parked = channel.queue_declare(queue + ".poison", passive=True).message_count
+    print(length, deliveries, parked)
+"""
+
+
+def test_e7_a_message_past_rabbitmqs_delivery_limit_is_parked_not_dropped(labs):
+    """RabbitMQ 4 drops a quorum queue's message after 20 redeliveries (requeues,
+    crashed consumers). The work queues dead-letter it to <queue>.poison instead,
+    which the worker declared (ops/poison.py). On the way, the queue's length as
+    KEDA's scaler reads it (a passive declare)."""
+    lab = labs["rabbitmq"]
+    stack = lab.stack
+    assert f"{QUEUE}.poison" in lab.rabbitmq_queues()
+    stack.run("stop", WORKER, timeout=120)  # nothing else may take the message
+    try:
+        out = stack.exec("web", "python", "-c", REQUEUE_UNTIL_DROPPED, QUEUE).stdout
+    finally:
+        stack.run("start", WORKER, timeout=120)
+    length, deliveries, parked = map(int, out.split())
+    assert length == 1, out  # KEDA's QueueLength works on a quorum queue
+    assert deliveries == 21, out  # the limit (20) was reached, so RabbitMQ gave up on it
+    assert parked == 1, out
+    stack.exec("rabbitmq", "rabbitmqctl", "-q", "purge_queue", "-p", stack.answers["project_slug"], f"{QUEUE}.poison")

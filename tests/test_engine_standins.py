@@ -271,6 +271,10 @@ def test_rabbitmq(lab):
     assert health.returncode == 0, health.stdout + health.stderr
     assert exec_(server, "id", "-u").stdout.strip() == "0"
 
+    # The RabbitMQ version the tag names (Debian sid's 4.3 for 4.3).
+    version = exec_(server, "rabbitmqctl", "-q", "version", check=True).stdout.strip()
+    assert version.startswith(images.tag_version(RABBITMQ.rpartition(":")[2]) + "."), version
+
     # The node is named after the hostname, keeps its data in /var/lib/rabbitmq, runs as rabbitmq.
     node = exec_(server, "rabbitmqctl", "-q", "eval", "node().", check=True).stdout.strip()
     assert node == "rabbit@rabbitmq"

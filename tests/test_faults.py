@@ -44,6 +44,7 @@ from helpers import (
     require,
     run,
     start,
+    wait_until,
 )
 
 TIME_LIMIT, SOFT_TIME_LIMIT, MAX_COUNTDOWN = 6, 4, 2
@@ -93,10 +94,21 @@ class Lab:
         worker.wait_for_log(rf"{QUEUE}@\S+ ready\.", timeout=timeout)
         return worker
 
-    def send(self, batch: str, count: int, seconds: float = 0.0, stubborn: bool = False, queue: str = "") -> int:
+    def send(
+        self,
+        batch: str,
+        count: int,
+        seconds: float = 0.0,
+        stubborn: bool = False,
+        queue: str = "",
+        countdown: float = 0.0,
+        retries: int = 0,
+    ) -> int:
         args = ["faultlab_send", batch, "--count", str(count), "--seconds", str(seconds)]
         args += ["--stubborn"] if stubborn else []
         args += ["--queue", queue] if queue else []
+        args += ["--countdown", str(countdown)] if countdown else []
+        args += ["--retries", str(retries)] if retries else []
         return int(self.manage(*args).stdout.strip())
 
     def send_in_background(self, batch: str, count: int) -> subprocess.Popen:
@@ -203,15 +215,6 @@ def children(pid: int) -> set[int]:
     """The pool processes of a worker's main process."""
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return {int(child) for child in path.read_text().split()} if path.exists() else set()
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(interval)
-    return predicate()
 
 
 @pytest.fixture(scope="module")

@@ -226,17 +226,27 @@ def _uv_binaries(version: str, context: Path) -> None:
 # Python minor version -> (Debian suite, package) that has it. Other versions
 # get trixie's python3 (3.13), and the stand-in's label says so.
 PYTHONS = {"3.13": ("trixie", "python3"), "3.14": ("sid", "python3.14")}
+# RabbitMQ minor version -> the Debian suite that has it (trixie: 4.0.5).
+RABBITMQS = {"4.3": "sid"}
+
+
+def tag_version(tag: str) -> str:
+    """The major.minor version an image tag names: "3.14-slim-trixie" -> "3.14"."""
+    return ".".join(tag.split("-")[0].split(".")[:2])
 
 
 def standin(reference: str, suite: str = "trixie") -> str:
     """Build the stand-in for `reference` (once per set of inputs) and tag it so."""
     recipe = recipe_for(reference)
     _, tag = split_reference(reference)
+    version = tag_version(tag)
     build_args = {"TAG": tag}
     if recipe == "python":
-        version = ".".join(tag.split("-")[0].split(".")[:2])
         suite, package = PYTHONS.get(version, PYTHONS["3.13"])
         build_args.update(SUITE=suite, PACKAGE=package, VERSION=version if version in PYTHONS else "3.13")
+    elif recipe == "rabbitmq":
+        suite = RABBITMQS.get(version, suite)
+        build_args.update(SUITE=suite)
     base = base_image(suite)
     build_args["BASE"] = base
     files = _recipe_files(recipe)
