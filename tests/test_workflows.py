@@ -34,7 +34,7 @@ TOOLS = Path(sys.executable).parent  # check-jsonschema and jactionlint: the tem
 @pytest.fixture(scope="module", params=VARIANTS)
 def variant(request, rendered):
     answers = MATRIX[request.param]
-    return {"python_version": "3.12", **answers}, rendered(answers)
+    return {"python_version": QUESTIONS["python_version"]["default"], **answers}, rendered(answers)
 
 
 def load(project: Path, name: str) -> dict:

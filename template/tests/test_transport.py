@@ -103,7 +103,7 @@ def test_a_message_left_landed_goes_back_on_its_queue(connection, queue, client)
 
 
 @needs_redis
-def test_a_dead_workers_message_comes_back_at_the_first_sweep_past_the_visibility_timeout(queue, client):
+def test_a_dead_workers_message_comes_back_at_the_first_sweep_past_its_timeout(queue, client):
     """Workers sweep every unacked_restore_interval (10 s), and every sweep must
     scan: kombu's default scans on every 10th, 100 s later."""
     with Connection(URL, transport_options=settings.CELERY_BROKER_TRANSPORT_OPTIONS) as conn:
@@ -111,7 +111,8 @@ def test_a_dead_workers_message_comes_back_at_the_first_sweep_past_the_visibilit
         channel, message = consume(conn, queue)  # taken, never acknowledged: its worker died
 
         def sweep():  # what each of the worker's periodic sweeps calls
-            channel.qos.restore_visible(num=channel.unacked_restore_limit, interval=channel.unacked_restore_throttle)
+            limit, throttle = channel.unacked_restore_limit, channel.unacked_restore_throttle
+            channel.qos.restore_visible(num=limit, interval=throttle)
 
         sweep()  # younger than the visibility timeout: left alone
         assert client.llen(queue.name) == 0
