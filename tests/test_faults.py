@@ -487,6 +487,62 @@ def test_warm_shutdown_finishes_running_tasks_and_keeps_the_rest(lab_for, varian
     assert restarted.proc.poll() is None
 
 
+@pytest.mark.parametrize(
+    "variant",
+    [pytest.param("redis", id="redis", marks=STOPS), pytest.param("rabbitmq", id="rabbitmq", marks=RABBITMQ_FAULTS)],
+)
+def test_shutdown_deadline_frees_a_worker_from_a_task_handed_but_not_started(lab_for, variant):
+    """3 and 6, at the worst instant: SIGTERM comes just after the worker handed
+    a task to a pool process that has not started it yet (a stopped process
+    stands in for one the scheduler has not run). The shutdown drops the task
+    from the pool's books, but the process runs it once it runs again, and then
+    waits 30 s for the main process to read its result, while the main process
+    waits for it without a timeout. ops/shutdown.py kills it at the hard time
+    limit + 5 s; the task's message, never acknowledged, goes back to the queue."""
+    started = time.monotonic()
+    lab = lab_for(variant)
+    batch = f"handed-{variant}"
+    worker = lab.ready(lab.start_worker())
+    pool = sorted(lab.full_pool(worker))
+    stopped = pool[-1]
+    os.kill(stopped, signal.SIGSTOP)
+    try:
+        sent = lab.send(batch, len(pool), seconds=1)
+        # The others started theirs; the last task went to the stopped process.
+        assert wait_until(lambda: len(lab.attempts(batch)) == len(pool) - 1, 30), lab.attempts(batch)
+        time.sleep(0.3)
+        worker.signal(signal.SIGTERM)
+        term = time.monotonic()
+        time.sleep(3)  # the others finish; the main process now waits for its pool
+    finally:
+        os.kill(stopped, signal.SIGCONT)
+    try:
+        code = worker.proc.wait(3 * TIME_LIMIT - (time.monotonic() - term))
+    except subprocess.TimeoutExpired:
+        code = None
+    took = time.monotonic() - term
+    assert code == 0, worker.output()[-3000:]
+    assert f"Shutdown still waiting for pool processes [{stopped}]" in worker.output()
+    done_at_stop = lab.recorded(batch)
+    queued = lab.queued()
+    assert queued["unacked"] == 0, queued
+    # The handed task's message is back, whether it ran before the kill or not.
+    assert queued["ready"] + (queued["landed"] or 0) >= max(1, sent - done_at_stop), queued
+    restarted = lab.ready(lab.start_worker())
+    lab.wait_recorded(batch, sent, timeout=60)
+    figures = lab.stats(batch, sent)
+    report(
+        "3/6 warm shutdown with a task handed but not started",
+        variant,
+        figures,
+        f"exit 0 in {took:.1f} s: the pool process killed at the deadline; its task back in the queue; restarted",
+        started,
+    )
+    assert figures["lost"] == 0, figures
+    assert figures["duplicates"] <= 1, figures
+    assert restarted.proc.poll() is None
+
+
 @pytest.mark.parametrize("variant", [pytest.param("redis", id="redis", marks=STOPS)])
 def test_hard_time_limit_kills_the_child_and_dead_letters_the_task(lab_for, variant):
     """7: a task that ignores its soft limit is killed at the hard limit, recorded
