@@ -16,6 +16,7 @@ import redis
 from django.conf import settings
 from kombu import Connection, Consumer, Producer, Queue
 from kombu.transport import get_transport_cls
+from kombu.transport.redis import Mutex
 from kombu.utils.json import loads
 
 from ops.transport import Transport
@@ -121,6 +122,15 @@ def test_a_dead_workers_message_comes_back_at_the_first_sweep_past_its_timeout(q
         # Checked before the connection closes: closing restores what it took.
         assert client.llen(queue.name) == 1
         assert not client.hexists("unacked", message.delivery_tag)
+
+
+@needs_redis
+def test_the_scan_lock_of_a_worker_killed_mid_scan_expires_within_30_s(client):
+    """kombu's default keeps it 300 s, and no worker scans meanwhile."""
+    with Connection(URL, transport_options=settings.CELERY_BROKER_TRANSPORT_OPTIONS) as conn:
+        channel = conn.default_channel
+        with Mutex(client, channel.unacked_mutex_key, channel.unacked_mutex_expire):
+            assert 0 < client.ttl(channel.unacked_mutex_key) <= 30
 
 
 @needs_redis
