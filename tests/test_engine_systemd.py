@@ -244,7 +244,7 @@ def test_install_sh_runs_as_documented(deployment):
     # The virtualenv's Python is the one `.python-version` asks for, outside any home.
     python = host.exec("readlink", "-f", f"{deployment.paths['venv']}/bin/python").stdout.strip()
     wanted = (deployment.project / ".python-version").read_text().strip()
-    assert re.fullmatch(rf"/usr/local/bin/python{re.escape(wanted)}", python), python
+    assert re.fullmatch(rf"/usr(/local)?/bin/python{re.escape(wanted)}", python), python
     # Migrated as the service user, static files collected into the checkout.
     assert deployment.sql("SELECT count(*) FROM django_migrations")[0][0] != "0"
     host.exec("test", "-s", f"{deployment.paths['app']}/staticfiles/admin/css/base.css")
