@@ -467,7 +467,8 @@ def test_warm_shutdown_finishes_running_tasks_and_keeps_the_rest(lab_for, varian
     # Rarely, a task that finished as the worker shut down goes back too,
     # unacknowledged (at least once): it may run again, and its idempotent write
     # absorbs it (checked below).
-    queued = lab.queued()
+    # rabbitmqctl's counts of quorum queues lag a few seconds behind the worker's exit.
+    queued = wait_until(lambda: (counts := lab.queued())["unacked"] == 0 and counts, 15, 1) or lab.queued()
     assert queued["unacked"] == 0, queued
     waiting = queued["ready"] + (queued["landed"] or 0)
     assert waiting >= sent - done_at_stop, queued
@@ -524,10 +525,15 @@ def test_shutdown_deadline_frees_a_worker_from_a_task_handed_but_not_started(lab
     assert code == 0, worker.output()[-3000:]
     assert f"Shutdown still waiting for pool processes [{stopped}]" in worker.output()
     done_at_stop = lab.recorded(batch)
-    queued = lab.queued()
-    assert queued["unacked"] == 0, queued
-    # The handed task's message is back, whether it ran before the kill or not.
-    assert queued["ready"] + (queued["landed"] or 0) >= max(1, sent - done_at_stop), queued
+
+    def settled() -> dict | None:
+        """The broker's counts once the handed task's message is back, whether it
+        ran before the kill or not (rabbitmqctl's quorum queue counts lag a few seconds)."""
+        queued = lab.queued()
+        waiting = queued["ready"] + (queued["landed"] or 0)
+        return queued if queued["unacked"] == 0 and waiting >= max(1, sent - done_at_stop) else None
+
+    assert wait_until(settled, timeout=15, interval=1), lab.queued()
     restarted = lab.ready(lab.start_worker())
     lab.wait_recorded(batch, sent, timeout=60)
     figures = lab.stats(batch, sent)
