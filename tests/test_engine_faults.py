@@ -39,10 +39,10 @@ import yaml
 from enginelab import images
 from enginelab.engine import docker, require_engine
 from enginelab.faults import OVERRIDE, REPORT_LOCK, FaultStack, on_each, override
-from test_faults import FAULT_APP, MAX_COUNTDOWN, QUEUE, VARIANTS, VISIBILITY_TIMEOUT, Lab, report, wait_until
+from test_faults import FAULT_APP, MAX_COUNTDOWN, QUEUE, VARIANTS, VISIBILITY_TIMEOUT, Lab, report
 from test_liveness import DETECTION_BOUND
 
-from helpers import run
+from helpers import run, wait_until
 
 pytestmark = [pytest.mark.boot, pytest.mark.xdist_group("engine-faults")]
 

@@ -31,10 +31,10 @@ import pytest
 import test_faults
 import yaml
 from network import Host, Link, Network, SilentProxy, netns_available
-from test_faults import QUEUE, VARIANTS, WORKER, children, report, wait_until
+from test_faults import QUEUE, VARIANTS, WORKER, children, report
 
 import deploy_files
-from helpers import IN_CI, procfile, start
+from helpers import IN_CI, procfile, start, wait_until
 
 # The fault tests' fixtures: a project with faultlab, and a Lab around it.
 fault_projects, lab_for = test_faults.fault_projects, test_faults.lab_for
