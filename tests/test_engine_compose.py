@@ -22,6 +22,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -354,14 +355,24 @@ def test_restarting_the_app_services_one_after_another(stack):
 
 def test_every_app_service_stops_cleanly_on_compose_stop(stack):
     """Last: `docker compose stop` sends SIGTERM to each PID 1 and waits its grace period."""
+    stopping = time.strftime("%H:%M:%S", time.gmtime())
     stack.run("stop", timeout=600)
-    codes = {}
+    codes, states = {}, {}
     for container in stack.run("ps", "-a", "-q").stdout.split():
         info = stack.inspect(container)
         service = info["Config"]["Labels"]["com.docker.compose.service"]
         if is_app(service) and service != "migrate":
             codes[service] = info["State"]["ExitCode"]
-    assert codes and codes == dict.fromkeys(codes, 0), codes
+            states[service] = {key: info["State"][key] for key in ("StartedAt", "FinishedAt")}
+            states[service]["RestartCount"] = info["RestartCount"]
+    # A service that did not stop in time: its state and log, to say where it hung.
+    hung = [
+        f"--- {service} {states[service]}\n"
+        + stack.run("logs", "--timestamps", "--no-color", service, check=False).stdout[-4000:]
+        for service, code in codes.items()
+        if code != 0
+    ]
+    assert codes and not hung, f"{codes}; stop began at {stopping} UTC\n" + "\n".join(hung)
     for service in codes:
         if service.startswith("worker-"):
             assert "Warm shutdown" in stack.logs(service) or "warm shutdown" in stack.logs(service), service

@@ -246,12 +246,13 @@ def fault_projects(rendered, venv, tmp_path_factory):
 
 @pytest.fixture
 def lab_for(fault_projects, venv, tmp_path):
-    """lab_for(variant, broker_port=None) -> a Lab with its own broker: a private
-    redis-server (on `broker_port`, not started when given) or a RabbitMQ vhost."""
+    """lab_for(variant, broker_port=None, rabbitmq=None) -> a Lab with its own broker:
+    a private redis-server (on `broker_port`, not started when given), or a vhost
+    of the machine's RabbitMQ, or `rabbitmq` (enginelab.rabbitmq.PrivateRabbitMQ)."""
     labs: list[Lab] = []
     with contextlib.ExitStack() as stack:
 
-        def _lab(variant: str, broker_port: int | None = None) -> Lab:
+        def _lab(variant: str, broker_port: int | None = None, rabbitmq=None) -> Lab:
             project, url = fault_projects(variant)
             lab = Lab(variant, project, url, tmp_path / "logs")
             if variant == "redis":
@@ -260,15 +261,19 @@ def lab_for(fault_projects, venv, tmp_path):
                     lab.redis.start()
                 stack.callback(lab.redis.kill)
                 broker, results = f"{lab.redis.url}/0", f"{lab.redis.url}/1"
-            else:
+            elif rabbitmq is None:
                 require("RabbitMQ", RABBITMQ)
                 broker, results = stack.enter_context(rabbitmq_vhost("cdc-faults")), None
+            else:
+                broker, results = rabbitmq.url, None
             overrides = {
                 "DJANGO_SETTINGS_MODULE": "faultlab.settings",
                 "TASK_MAX_COUNTDOWN": str(MAX_COUNTDOWN),
                 "DATABASE_URL": url,
                 "CELERY_BROKER_URL": broker,
             }
+            if rabbitmq is not None:  # faultlab_queue's rabbitmqctl: the node's own
+                overrides["FAULTLAB_RABBITMQCTL"] = rabbitmq.rabbitmqctl
             # Celery reads CELERY_RESULT_BACKEND itself: set it for Redis results only.
             if results:
                 overrides["CELERY_RESULT_BACKEND"] = results

@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 import test_faults
 import yaml
+from enginelab.rabbitmq import private_rabbitmq
 from network import Host, Link, Network, SilentProxy, netns_available
 from test_faults import QUEUE, VARIANTS, WORKER, children, report
 
@@ -43,11 +44,15 @@ fault_projects, lab_for = test_faults.fault_projects, test_faults.lab_for
 DETECTION_BOUND = 60
 
 
-def on_each_broker(group: str) -> list:
-    """A test's two variants, each in an xdist group of its own: these tests wait
+# The RabbitMQ compose.yaml runs (4.3), in a container, beside the machine's (3.10).
+COMPOSE_RABBITMQ = "rabbitmq-compose"
+
+
+def on_each_broker(group: str, brokers: tuple[str, ...] = ("redis", "rabbitmq")) -> list:
+    """A test's variants, each in an xdist group of its own: these tests wait
     out real timeouts (up to a minute each), so they spread over the workers."""
     params = []
-    for v in ("redis", "rabbitmq"):
+    for v in brokers:
         marks = [pytest.mark.boot, pytest.mark.xdist_group(f"liveness-{group}-{v}")]
         params.append(pytest.param(v, id=v, marks=marks))
     return params
@@ -58,19 +63,30 @@ def through(url: str, proxy: SilentProxy) -> str:
     return re.sub(r"127\.0\.0\.1:\d+", f"127.0.0.1:{proxy.port}", url, count=1)
 
 
-@pytest.mark.parametrize("variant", on_each_broker("silent"))
-def test_silent_broker_connection_is_noticed_and_replaced(lab_for, variant):
+@pytest.mark.parametrize("variant", on_each_broker("silent", ("redis", "rabbitmq", COMPOSE_RABBITMQ)))
+def test_silent_broker_connection_is_noticed_and_replaced(lab_for, fault_projects, variant):
     """(1) Mid-batch, the worker's broker connections go silent, not closed: it
     notices within 60 s, logs it, reconnects and serves its queue again by
     itself. None of the batch is lost; duplicates are absorbed.
 
     Redis: the transport options' socket_timeout and health_check_interval
-    (config/settings.py). RabbitMQ: AMQP heartbeats (CELERY_BROKER_HEARTBEAT).
+    (config/settings.py). RabbitMQ: AMQP heartbeats (CELERY_BROKER_HEARTBEAT),
+    on the machine's RabbitMQ and on the one compose.yaml runs.
     Only the broker goes through the proxy: the result backend has its own
     timeout (Celery's redis_socket_timeout, 120 s), beyond this test's limits.
     """
     started = time.monotonic()
-    lab = lab_for(variant)
+    with contextlib.ExitStack() as stack:
+        if variant == COMPOSE_RABBITMQ:
+            node = stack.enter_context(private_rabbitmq(fault_projects("rabbitmq")[0]))
+            lab, label = lab_for("rabbitmq", rabbitmq=node), f"rabbitmq {node.version}"
+            stack.callback(lab.stop_all)  # the worker before its broker
+        else:
+            lab, label = lab_for(variant), variant
+        silent_connection(lab, label, started)
+
+
+def silent_connection(lab, variant: str, started: float) -> None:
     broker = lab.env["CELERY_BROKER_URL"]
     upstream = ("127.0.0.1", int(re.search(r"127\.0\.0\.1:(\d+)", broker).group(1)))
     proxy = SilentProxy(upstream)

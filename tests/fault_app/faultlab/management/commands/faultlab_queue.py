@@ -6,6 +6,8 @@ ones (taken by a worker that had not claimed them yet, back after
 ops/transport.py's landing timeout)."""
 
 import json
+import os
+import shlex
 import shutil
 import subprocess
 
@@ -34,9 +36,12 @@ class Command(BaseCommand):
 
 
 def rabbitmq_unacked(vhost: str, queue: str) -> int:
-    """The queue's unacknowledged messages, which AMQP's passive declare does not count."""
+    """The queue's unacknowledged messages, which AMQP's passive declare does not count.
+    FAULTLAB_RABBITMQCTL reaches a node elsewhere (`docker exec <container> rabbitmqctl`)."""
+    here = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+    ctl = shlex.split(os.environ.get("FAULTLAB_RABBITMQCTL", "")) or [here]
     listed = subprocess.run(
-        [shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl", "-q", "list_queues", "-p", vhost,
+        [*ctl, "-q", "list_queues", "-p", vhost,
          "name", "messages_unacknowledged", "--no-table-headers"],
         capture_output=True, text=True, check=True, timeout=60,
     )  # fmt: skip

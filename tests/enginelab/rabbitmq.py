@@ -1,0 +1,72 @@
+"""A private RabbitMQ node in a container, for tests whose worker runs on the host.
+
+The node is the stand-in of the RabbitMQ image compose.yaml names (4.3 today,
+where the machine's own RabbitMQ is 3.10). It runs on a network of its own and
+publishes AMQP on 127.0.0.1 only; both are removed afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from enginelab import images
+from enginelab.engine import docker, require_engine
+from helpers import wait_until
+
+
+@dataclass(frozen=True)
+class PrivateRabbitMQ:
+    container: str
+    url: str  # amqp://user:password@127.0.0.1:<published port>/<vhost>
+    version: str  # the tag's major.minor: "4.3"
+
+    def ctl(self, *args: str) -> str:
+        """rabbitmqctl inside the node's container; its output."""
+        return docker("exec", "--user", "rabbitmq", self.container, "rabbitmqctl", "-q", *args, timeout=60).stdout
+
+    @property
+    def rabbitmqctl(self) -> str:
+        """The command line that reaches this node's rabbitmqctl from the host."""
+        return f"docker exec --user rabbitmq {self.container} rabbitmqctl"
+
+
+@contextlib.contextmanager
+def private_rabbitmq(project: Path, vhost: str = "cdc") -> Iterator[PrivateRabbitMQ]:
+    """Start the stand-in of the RabbitMQ image `project`'s compose.yaml names, with
+    its own administrator and vhost (the official image's RABBITMQ_DEFAULT_*)."""
+    require_engine()
+    (reference,) = [ref for ref in images.image_references(project) if images.split_reference(ref)[0] == "rabbitmq"]
+    image = images.standin(reference)
+    name = f"cdc-rabbitmq-{uuid.uuid4().hex[:10]}"
+    password = secrets.token_hex(16)
+    docker("network", "create", name)
+    try:
+        env = {"RABBITMQ_DEFAULT_USER": "cdc", "RABBITMQ_DEFAULT_PASS": password, "RABBITMQ_DEFAULT_VHOST": vhost}
+        docker(
+            "run", "--detach", "--name", name, "--hostname", "rabbitmq", "--network", name,
+            "--publish", "127.0.0.1::5672",
+            *[arg for key, value in env.items() for arg in ("--env", f"{key}={value}")],
+            image,
+        )  # fmt: skip
+
+        def ready() -> bool:
+            # The CLI tools only once the node is up: run before it, they would make
+            # the Erlang cookie themselves, and the node could not read it.
+            if "Server startup complete" not in docker("logs", name, check=False).stdout:
+                return False
+            listed = docker("exec", "--user", "rabbitmq", name, "rabbitmqctl", "-q", "list_vhosts", check=False)
+            return vhost in listed.stdout.split()
+
+        assert wait_until(ready, timeout=180, interval=1), docker("logs", name, check=False).stdout[-3000:]
+        # "127.0.0.1:49153"
+        port = docker("port", name, "5672/tcp").stdout.split()[0].rpartition(":")[2]
+        version = images.tag_version(images.split_reference(reference)[1])
+        yield PrivateRabbitMQ(name, f"amqp://cdc:{password}@127.0.0.1:{port}/{vhost}", version)
+    finally:
+        docker("rm", "--force", "--volumes", name, check=False)
+        docker("network", "rm", name, check=False)
