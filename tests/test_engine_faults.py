@@ -376,7 +376,7 @@ def test_e4_compose_stop_is_a_warm_shutdown(steady):
         started = time.monotonic()
         stack = lab.stack
         grace = int(stack.config()["services"][WORKER]["stop_grace_period"].rstrip("s") or 0)
-        sent, batch = 24, "e4-stop"
+        sent, batch = 24, f"e4-stop-{uuid.uuid4().hex[:6]}"
         lab.send(batch, sent, seconds=3)
         # The second round of four has started: tasks are mid-run, more are queued.
         assert wait_until(lambda: len(lab.attempts(batch)) >= 6, timeout=60)
@@ -402,17 +402,31 @@ def test_e4_compose_stop_is_a_warm_shutdown(steady):
         )
         assert state["ExitCode"] == 0, f"exit code {state['ExitCode']}:\n{log[-3000:]}"
         assert "Warm shutdown" in log, log[-3000:]
-        assert at_stop["interrupted"] == 0, at_stop
+        assert at_stop["interrupted"] == 0, f"{at_stop}; took {took:.1f} s\n{cut_short(lab, batch)}"
         assert queued["unacked"] == 0, queued
         assert 0 < done_at_stop < sent
         assert waiting >= sent - done_at_stop, queued
         assert ready is not None, f"the worker never said ready again:\n{lab.worker_log()[-3000:]}"
         lab.check(batch, sent, figures)
         assert done == sent
-        assert figures["interrupted"] == 0, figures
+        assert figures["interrupted"] == 0, f"{figures}; took {took:.1f} s\n{cut_short(lab, batch)}"
         assert figures["duplicates"] <= requeued_after_running, figures
 
     on_each(steady, fault)
+
+
+def cut_short(lab: EngineLab, batch: str) -> str:
+    """For an assertion: the deliveries that did not finish, what the worker said
+    about them, its warnings and errors, and where the broker holds messages."""
+    unfinished = [row for row in lab.attempts(batch) if not row[3]]
+    keys = {row[0] for row in unfinished}
+    log = lab.worker_log().splitlines()
+    said = [line for line in log if any(key in line for key in keys)]
+    said += [line for line in log if re.search(r"WARNING|ERROR|CRITICAL|Traceback|Error:", line)][-30:]
+    attempts = [lab.attempts(batch, key) for key in sorted(keys)]
+    held = lab.rabbitmq_queues() if lab.variant == "rabbitmq" else lab.queued()
+    letters = lab.sql("SELECT task_id, exception FROM ops_deadletter ORDER BY id DESC LIMIT 5")
+    return "\n".join([f"unfinished: {attempts}", f"broker holds: {held}", f"dead letters: {letters}", *said])
 
 
 # --- E5: the worker cut off ------------------------------------------------------------------
