@@ -368,16 +368,21 @@ def test_e3_hung_worker_is_killed_by_its_healthcheck_and_restarted(steady):
 
 
 def test_e4_compose_stop_is_a_warm_shutdown(steady):
-    """`docker compose stop worker-default` while tasks of 3 s run (soft limit 4 s):
+    """`docker compose stop worker-default` while tasks of 2 s run (soft limit 4 s):
     a warm shutdown within stop_grace_period (exit code 0, not 137), the running
-    tasks complete, the queued ones wait for the next start."""
+    tasks complete, the queued ones wait for the next start.
+
+    On a loaded machine a 2 s task can still pass its soft limit; Celery says so
+    in the log, and the task is dead-lettered (kept for a replay) or requeued
+    (when its dead letter cannot be stored): a time limit, not the shutdown,
+    ended it. Those are counted apart, as E5 does, and reported."""
 
     def fault(lab: EngineLab):
         started = time.monotonic()
         stack = lab.stack
         grace = int(stack.config()["services"][WORKER]["stop_grace_period"].rstrip("s") or 0)
         sent, batch = 24, f"e4-stop-{uuid.uuid4().hex[:6]}"
-        lab.send(batch, sent, seconds=3)
+        lab.send(batch, sent, seconds=2)
         # The second round of four has started: tasks are mid-run, more are queued.
         assert wait_until(lambda: len(lab.attempts(batch)) >= 6, timeout=60)
         began = time.monotonic()
@@ -385,6 +390,7 @@ def test_e4_compose_stop_is_a_warm_shutdown(steady):
         took = time.monotonic() - began
         state, log = stack.state(WORKER), lab.worker_log()
         done_at_stop, at_stop = lab.recorded(batch), lab.stats(batch, sent)
+        cut_at_stop = cut_by_the_shutdown(lab, batch)
         queued = lab.queued()
         waiting = queued["ready"] + (queued["landed"] or 0)
         requeued_after_running = waiting - (sent - done_at_stop)
@@ -393,26 +399,41 @@ def test_e4_compose_stop_is_a_warm_shutdown(steady):
         ready = lab.wait_ready(readies, timeout=90)
         done = lab.wait_recorded(batch, sent, timeout=90)
         figures = lab.stats(batch, sent)
-        lab.row(
-            "E4 docker compose stop worker during long tasks",
-            figures,
+        limited = past_time_limit(lab.worker_log(), batch)
+        dead = {key for key in lab.missing(batch, sent) if key in limited and lab.dead_letters(key)}
+        figures["lost"] -= len(dead)
+        notes = (
             f"stopped in {took:.0f} s (stop_grace_period {grace} s), exit code {state['ExitCode']}; "
-            f"{done_at_stop} done at the stop, {waiting} left queued; started again",
-            started,
+            f"{done_at_stop} done at the stop, {waiting} left queued; started again"
         )
+        if limited:
+            notes += f"; {len(limited)} passed their time limit under load ({len(dead)} dead-lettered, not lost)"
+        lab.row("E4 docker compose stop worker during long tasks", figures, notes, started)
+        why = f"took {took:.1f} s\n{cut_short(lab, batch)}"
         assert state["ExitCode"] == 0, f"exit code {state['ExitCode']}:\n{log[-3000:]}"
         assert "Warm shutdown" in log, log[-3000:]
-        assert at_stop["interrupted"] == 0, f"{at_stop}; took {took:.1f} s\n{cut_short(lab, batch)}"
+        assert not cut_at_stop, f"cut short by the shutdown: {cut_at_stop}; {at_stop}; {why}"
         assert queued["unacked"] == 0, queued
         assert 0 < done_at_stop < sent
-        assert waiting >= sent - done_at_stop, queued
+        assert waiting >= sent - done_at_stop - len(limited), queued
         assert ready is not None, f"the worker never said ready again:\n{lab.worker_log()[-3000:]}"
         lab.check(batch, sent, figures)
-        assert done == sent
-        assert figures["interrupted"] == 0, f"{figures}; took {took:.1f} s\n{cut_short(lab, batch)}"
-        assert figures["duplicates"] <= requeued_after_running, figures
+        assert done + len(dead) == sent, why
+        assert not cut_by_the_shutdown(lab, batch), why
+        assert figures["duplicates"] <= requeued_after_running + len(limited), f"{figures}; {why}"
 
     on_each(steady, fault)
+
+
+def past_time_limit(log: str, batch: str) -> set[str]:
+    """The keys of `batch` whose task passed its soft or hard time limit, as Celery logs it."""
+    return set(re.findall(rf"(?:Soft|Hard) time limit \(\S+\) exceeded for \S+\[({batch}-\d+)\]", log))
+
+
+def cut_by_the_shutdown(lab: EngineLab, batch: str) -> list[tuple]:
+    """Deliveries that did not finish, other than those a time limit ended."""
+    limited = past_time_limit(lab.worker_log(), batch)
+    return [row for row in lab.attempts(batch) if not row[3] and row[0] not in limited]
 
 
 def cut_short(lab: EngineLab, batch: str) -> str:

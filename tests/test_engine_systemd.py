@@ -536,19 +536,23 @@ def test_stop_during_long_tasks_is_a_warm_shutdown_and_loses_nothing(deployment)
     assert shown["ExecMainStatus"] == "0" and shown["ExecMainCode"] == "1", (shown, journal[-3000:])  # exited 0
     assert 1 < took < timeout_stop, took
     assert f"Killing process {pid}" not in journal and "SIGKILL" not in journal, journal[-3000:]
-    # The running tasks completed, after the stop began.
+    # The tasks seen running completed, and some only after the stop began: the
+    # warm shutdown waited for them. On a loaded machine more may have started
+    # between that look and the stop; they completed too.
     done = {row[0]: row for row in deployment.sql(
         "SELECT task_id, status, extract(epoch from date_done) FROM django_celery_results_taskresult "
         f"WHERE task_id IN ({', '.join(repr(i) for i in ids)})")}  # fmt: skip
-    assert set(done) == active, (sorted(done), sorted(active), journal[-3000:])
-    assert all(row[1] == "SUCCESS" and float(row[2]) > signalled for row in done.values()), done
-    # The queued ones wait on the queue's list in Redis, nowhere else.
+    assert active <= set(done), (sorted(done), sorted(active), journal[-3000:])
+    assert all(row[1] == "SUCCESS" for row in done.values()), done
+    after_stop = {task_id for task_id, row in done.items() if float(row[2]) > signalled}
+    assert 0 < len(after_stop) <= concurrency, (done, signalled)
+    # The others wait on the queue's list in Redis, nowhere else.
     messages = deployment.redis("LRANGE", queue, "0", "-1").splitlines()
     waiting = {json.loads(message)["headers"]["id"] for message in messages}
     assert len(messages) == len(waiting), messages
-    assert waiting == set(ids) - active, (sorted(waiting), sorted(set(ids) - active))
+    assert waiting == set(ids) - set(done), (sorted(waiting), sorted(set(ids) - set(done)))
     assert deployment.redis("LLEN", f"unacked_landing:{queue}").strip() == "0"
-    print(f"\nwarm stop: {took:.1f} s, {len(active)} running completed, {len(waiting)} left queued")
+    print(f"\nwarm stop: {took:.1f} s, {len(after_stop)} running completed, {len(waiting)} left queued")
 
     # Next start: every task runs, exactly once; nothing lost.
     host.exec("systemctl", "start", unit)
