@@ -25,10 +25,6 @@ class PrivateRabbitMQ:
     url: str  # amqp://user:password@127.0.0.1:<published port>/<vhost>
     version: str  # the tag's major.minor: "4.3"
 
-    def ctl(self, *args: str) -> str:
-        """rabbitmqctl inside the node's container; its output."""
-        return docker("exec", "--user", "rabbitmq", self.container, "rabbitmqctl", "-q", *args, timeout=60).stdout
-
     @property
     def rabbitmqctl(self) -> str:
         """The command line that reaches this node's rabbitmqctl from the host."""
