@@ -390,7 +390,7 @@ def test_e4_compose_stop_is_a_warm_shutdown(steady):
         took = time.monotonic() - began
         state, log = stack.state(WORKER), lab.worker_log()
         done_at_stop, at_stop = lab.recorded(batch), lab.stats(batch, sent)
-        cut_at_stop = cut_by_the_shutdown(lab, batch)
+        cut_at_stop = cut_by_the_shutdown(lab, batch, past_time_limit(log, batch))
         queued = lab.queued()
         waiting = queued["ready"] + (queued["landed"] or 0)
         requeued_after_running = waiting - (sent - done_at_stop)
@@ -419,7 +419,7 @@ def test_e4_compose_stop_is_a_warm_shutdown(steady):
         assert ready is not None, f"the worker never said ready again:\n{lab.worker_log()[-3000:]}"
         lab.check(batch, sent, figures)
         assert done + len(dead) == sent, why
-        assert not cut_by_the_shutdown(lab, batch), why
+        assert not cut_by_the_shutdown(lab, batch, limited), why
         assert figures["duplicates"] <= requeued_after_running + len(limited), f"{figures}; {why}"
 
     on_each(steady, fault)
@@ -430,9 +430,8 @@ def past_time_limit(log: str, batch: str) -> set[str]:
     return set(re.findall(rf"(?:Soft|Hard) time limit \(\S+\) exceeded for \S+\[({batch}-\d+)\]", log))
 
 
-def cut_by_the_shutdown(lab: EngineLab, batch: str) -> list[tuple]:
-    """Deliveries that did not finish, other than those a time limit ended."""
-    limited = past_time_limit(lab.worker_log(), batch)
+def cut_by_the_shutdown(lab: EngineLab, batch: str, limited: set[str]) -> list[tuple]:
+    """Deliveries that did not finish, other than those a time limit ended (`limited`)."""
     return [row for row in lab.attempts(batch) if not row[3] and row[0] not in limited]
 
 
