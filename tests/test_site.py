@@ -11,11 +11,13 @@ cannot parse stays source text, and the test fails on it.
 import contextlib
 import functools
 import http.server
+import os
 import re
 import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import threading
 from pathlib import Path
 
@@ -41,16 +43,19 @@ def mermaid_release(version: str) -> Path:
             if IN_CI:
                 pytest.fail("npm is needed to fetch Mermaid (Debian: nodejs, npm)", pytrace=False)
             pytest.skip("npm is not installed")
-        workdir = target.parent / "pack"
-        workdir.mkdir(parents=True, exist_ok=True)
-        packed = subprocess.run(
-            [npm, "pack", f"mermaid@{version}", "--pack-destination", str(workdir)],
-            capture_output=True, text=True, timeout=300, check=True,
-        )  # fmt: skip
-        with tarfile.open(workdir / packed.stdout.strip().splitlines()[-1]) as archive:
-            member = archive.extractfile("package/dist/mermaid.min.js")
-            target.write_bytes(member.read())
-        shutil.rmtree(workdir)
+        # Each xdist worker that runs a test of this module builds the site,
+        # so two may fetch at once: each packs into a directory of its own
+        # and renames its copy into place, which is atomic.
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as workdir:
+            packed = subprocess.run(
+                [npm, "pack", f"mermaid@{version}", "--pack-destination", workdir],
+                capture_output=True, text=True, timeout=300, check=True,
+            )  # fmt: skip
+            with tarfile.open(Path(workdir) / packed.stdout.strip().splitlines()[-1]) as archive:
+                member = archive.extractfile("package/dist/mermaid.min.js")
+                (Path(workdir) / "mermaid.min.js").write_bytes(member.read())
+            os.replace(Path(workdir) / "mermaid.min.js", target)
     return target
 
 
