@@ -56,6 +56,12 @@ READY = rf"{QUEUE}@\S+ ready\."
 UV = shutil.which("uv") or str(Path(sys.executable).with_name("uv"))
 
 
+# rabbitmqctl reads a quorum queue's ready and unacknowledged counts from a metrics
+# table that the queue refreshes on each tick, every quorum_tick_interval (5000 ms
+# by default; rabbit_quorum_queue.erl): a reading can be that old.
+QUORUM_TICK = 5
+
+
 @dataclass
 class EngineLab(Lab):
     """test_faults' Lab (counting in PostgreSQL), its commands run in the stack's containers."""
@@ -75,7 +81,10 @@ class EngineLab(Lab):
     def queued(self) -> dict:
         if self.variant != "rabbitmq":
             return super().queued()
-        # faultlab_queue asks rabbitmqctl, which is in the rabbitmq container.
+        # faultlab_queue asks rabbitmqctl, which is in the rabbitmq container. A
+        # quorum queue's counts are those of its last tick: read once more than a
+        # tick after the last change (no consumer left), they are the queue's own.
+        time.sleep(QUORUM_TICK + 1)
         ready, unacked = self.rabbitmq_queues().get(QUEUE, (0, 0))
         return {"ready": ready, "unacked": unacked, "landed": None}
 
@@ -543,7 +552,7 @@ def test_e6_countdowns_and_retries_outlive_a_worker_restart(steady):
         readies = lab.readies()
         lab.send(batch, sent, countdown=countdown, retries=retries)
         if lab.variant == "rabbitmq":
-            # rabbitmqctl's counts of quorum queues lag by a few seconds (stats emission).
+            # rabbitmqctl's counts of quorum queues lag by up to a tick (QUORUM_TICK).
             def delayed():
                 queues = lab.rabbitmq_queues()
                 waiting = sum(ready for name, (ready, _) in queues.items() if name.startswith(DELAYED))
