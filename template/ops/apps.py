@@ -8,4 +8,7 @@ class OpsConfig(AppConfig):
     verbose_name = "Operations"
 
     def ready(self) -> None:
-        from . import checks, signals  # noqa: F401  (registers checks and handlers)
+        from . import checks, metrics, signals  # noqa: F401  (registers checks and handlers)
+
+        if metrics.enabled():
+            metrics.connect()

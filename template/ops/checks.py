@@ -1,7 +1,9 @@
-"""System checks for Celery settings that fail silently when wrong.
+"""System checks for settings that fail silently when wrong.
 
 They run with every manage.py command, and in `check --deploy`.
 """
+
+import os
 
 from django.conf import settings
 from django.core import checks
@@ -51,3 +53,23 @@ def check_retry_delays(app_configs, **kwargs):
         for name, task in sorted(app.tasks.items())
         if not name.startswith("celery.") and task.default_retry_delay > settings.TASK_MAX_COUNTDOWN
     ]
+
+
+@checks.register("metrics")
+def check_metrics_directory(app_configs, **kwargs):
+    """prometheus_client picks its mode when it is first imported, from the
+    environment. A PROMETHEUS_MULTIPROC_DIR that .env sets comes too late: a
+    prefork worker would then report its main process alone, and gunicorn one
+    worker at a time.
+    """
+    from . import metrics
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR") and not metrics.multiprocess_mode():
+        return [
+            checks.Error(
+                "PROMETHEUS_MULTIPROC_DIR was set after prometheus_client was imported.",
+                hint="Set it in the process's environment (the deploy files do), not in .env.",
+                id="ops.E003",
+            )
+        ]
+    return []

@@ -4,6 +4,7 @@ import logging
 
 from celery.signals import task_failure
 
+from . import metrics
 from .models import DeadLetter
 
 logger = logging.getLogger(__name__)
@@ -26,4 +27,5 @@ def record_dead_letter(sender, task_id, exception, args, kwargs, einfo, **extra)
         },
     )
     if created:
+        metrics.dead_lettered(sender)
         logger.error("dead letter: %s[%s] %r", sender.name, task_id, exception)

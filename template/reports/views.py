@@ -7,6 +7,7 @@ from django.http import JsonResponse
 from django.views.decorators.http import require_POST
 from kombu.exceptions import OperationalError
 
+from ops import metrics
 from ops.broker import ensure_broker
 
 from .forms import ReportForm
@@ -37,6 +38,7 @@ def create_report(request):
             transaction.on_commit(partial(render_and_email, [report.pk]), robust=True)
     except OperationalError:
         logger.exception("create_report: broker unavailable")
+        metrics.enqueue_failed("create_report")
         return JsonResponse(
             {"error": "The task queue is unavailable, so nothing was saved. Try again shortly."},
             status=503,

@@ -33,3 +33,11 @@ def plain_static_storage(settings):
 @pytest.fixture
 def report(db):
     return Report.objects.create(title="Quarterly numbers", recipient="ceo@example.com")
+
+
+@pytest.fixture
+def staff_client(client, django_user_model):
+    """A client logged in as a user of the site (reports:create needs a login)."""
+    user = django_user_model.objects.create_user("staff", password="x" * 20)
+    client.force_login(user)
+    return client
