@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import os
 import re
 import secrets
@@ -50,6 +51,15 @@ PROJECT_REQUIREMENTS = [
     "psycopg[binary]>=3.3,<4",
     "django-environ>=0.14,<0.15",
     "gunicorn>=27,<28",
+    "prometheus-client>=0.26,<0.27",
+    "django-prometheus>=2.5,<3",
+    "python-json-logger>=4.2,<5",
+    "opentelemetry-sdk>=1.45,<2",
+    "opentelemetry-exporter-otlp-proto-http>=1.45,<2",
+    "opentelemetry-instrumentation-django>=0.66b1,<0.67",
+    "opentelemetry-instrumentation-celery>=0.66b1,<0.67",
+    "opentelemetry-instrumentation-psycopg>=0.66b1,<0.67",
+    "opentelemetry-instrumentation-redis>=0.66b1,<0.67",
     "whitenoise>=6.12,<7",
     "tzdata>=2026.1",
     "sentry-sdk[django,celery]>=2.75,<3",
@@ -141,7 +151,9 @@ def project_env(venv: Path, **overrides: str) -> dict:
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("DJANGO_", "CELERY_", "FLOWER_", "DATABASE_URL", "VIRTUAL_ENV"))
+        if not key.startswith(
+            ("DJANGO_", "CELERY_", "FLOWER_", "DATABASE_URL", "VIRTUAL_ENV", "METRICS_", "PROMETHEUS_")
+        )
     }
     env.update(
         PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
@@ -191,10 +203,44 @@ def require(name: str, address: tuple[str, int]) -> None:
     pytest.skip(message)
 
 
+PORT_BASE, PORT_SLICES = 20000, 8
+_next_port: itertools.cycle | None = None
+
+
+def _ports() -> itertools.cycle:
+    """Ports below the kernel's ephemeral range, a slice for each xdist worker.
+
+    An outgoing connection takes its local port from the ephemeral range
+    (ip_local_port_range), so one of them could take a port from there between
+    free_port() and the bind of the service it was given to (a worker's metrics
+    listener failed so). Each slice starts at a random point: two runs at once
+    do not walk it in step."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:]
+    size = (low - PORT_BASE) // PORT_SLICES
+    first = PORT_BASE + (int(worker) % PORT_SLICES if worker.isdigit() else 0) * size
+    ports = list(range(first, first + size))
+    offset = secrets.randbelow(size)
+    return itertools.cycle(ports[offset:] + ports[:offset])
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port of 127.0.0.1 that nothing listens on or connects from, for a service to bind."""
+    global _next_port
+    if _next_port is None:
+        _next_port = _ports()
+    for _ in range(1000):
+        port = next(_next_port)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.2):

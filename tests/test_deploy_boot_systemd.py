@@ -88,6 +88,9 @@ class Host:
     venv: Path
     app_env: dict[str, str] = field(default_factory=dict)
     services: list[Service] = field(default_factory=list)
+    # Each service's METRICS_PORT: a free one in place of the unit's, as the
+    # variants' stacks run side by side on one machine.
+    metrics_ports: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self):
         self.slug = slug(self.project)
@@ -182,6 +185,9 @@ class Host:
     def start_unit(self, name: str, instance: str | None = None, label: str | None = None, **extra: str) -> Service:
         unit = self.unit(name)
         env = {**self.environment(unit, instance), **extra}
+        if "METRICS_PORT" in env:
+            self.metrics_ports[label or name] = free_port()
+            env["METRICS_PORT"] = str(self.metrics_ports[label or name])
         argv = self.command(unit, env, instance)
         cwd = Path(self.translate(value(unit, "Service", "WorkingDirectory")))
         service = start(label or name, self.sandboxed(unit, argv), cwd, env, self.logs)
@@ -406,6 +412,12 @@ def test_nginx_in_front_of_web_and_flower(stack, tmp_path):
                 status, _, body = get(ports["https"], path, host=domain, tls=True, auth=stack.flower_auth)
                 assert status in (403, 404) and b"flower_" not in body, (path, status)
             assert get(ports["https"], "/flower/healthcheck", host=domain, tls=True)[0] == 200
+        # nginx proxies the site's listener only: /metrics is Django's 404 there,
+        # and Prometheus scrapes the unit's own listener on 127.0.0.1.
+        status, _, body = get(ports["https"], "/metrics", host=domain, tls=True)
+        assert status == 404 and b"celery_" not in body, status
+        status, _, body = get(host.metrics_ports[f"{host.slug}-web.service"], "/metrics", host=domain)
+        assert status == 200 and b"celery_queue_length" in body and b"django_http_requests" in body
     finally:
         nginx.stop(timeout=20)
 

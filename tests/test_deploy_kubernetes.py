@@ -2,11 +2,12 @@
 
 - Built-in kinds are checked with kubernetes-validate --strict (the API's own
   OpenAPI schemas, unknown fields rejected).
-- KEDA ScaledObjects are checked with check-jsonschema against KEDA's
-  ScaledObject schema, as shipped by the cloudcoil-models-keda package (pydantic
-  models generated from KEDA's CRDs), tightened to reject unknown fields as the
-  API server's strict field validation does; their trigger metadata against the
-  parameters KEDA's scaler docs list.
+- KEDA ScaledObjects and the PodMonitor are checked with check-jsonschema
+  against their CRDs' schemas, as the cloudcoil-models-keda and
+  cloudcoil-models-prometheus-operator packages ship them (pydantic models
+  generated from the CRDs), tightened to reject unknown fields as the API
+  server's strict field validation does; the ScaledObjects' trigger metadata
+  against the parameters KEDA's scaler docs list.
 - kustomization.yaml lists exactly the generated manifests.
 """
 
@@ -61,11 +62,10 @@ TRIGGER_METADATA = {
 }  # fmt: skip
 
 
-def keda_schema() -> dict:
-    """KEDA's ScaledObject schema, from cloudcoil-models-keda, as JSON Schema."""
-    from cloudcoil.models.keda.v1alpha1 import ScaledObject
-
-    schema = ScaledObject.model_json_schema(by_alias=True)
+def crd_schema(model, api_version: str, kind: str) -> dict:
+    """A custom resource's schema, from its cloudcoil pydantic model, as JSON Schema
+    that rejects unknown fields, as the API server's structural schemas do."""
+    schema = model.model_json_schema(by_alias=True)
 
     def strict(node):
         if isinstance(node, dict):
@@ -78,17 +78,36 @@ def keda_schema() -> dict:
                 strict(value)
 
     strict(schema)
-    schema["properties"]["apiVersion"] = {"const": "keda.sh/v1alpha1"}
-    schema["properties"]["kind"] = {"const": "ScaledObject"}
+    schema["properties"]["apiVersion"] = {"const": api_version}
+    schema["properties"]["kind"] = {"const": kind}
     schema["required"] = sorted({*schema.get("required", []), "apiVersion", "kind", "metadata", "spec"})
     return schema
 
 
+def keda_schema() -> dict:
+    """KEDA's ScaledObject schema, from cloudcoil-models-keda."""
+    from cloudcoil.models.keda.v1alpha1 import ScaledObject
+
+    return crd_schema(ScaledObject, "keda.sh/v1alpha1", "ScaledObject")
+
+
+def pod_monitor_schema() -> dict:
+    """The Prometheus Operator's PodMonitor schema, from cloudcoil-models-prometheus-operator."""
+    from cloudcoil.models.prometheus_operator.v1 import PodMonitor
+
+    return crd_schema(PodMonitor, "monitoring.coreos.com/v1", "PodMonitor")
+
+
+# Kinds kubernetes-validate has no schema for, and where theirs comes from.
+CUSTOM_KINDS = {"ScaledObject": keda_schema, "PodMonitor": pod_monitor_schema}
+
+
 @pytest.fixture(scope="session")
-def keda_schema_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("keda") / "scaledobject.schema.json"
-    path.write_text(json.dumps(keda_schema()))
-    return path
+def crd_schema_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("crds")
+    for kind, schema in CUSTOM_KINDS.items():
+        (folder / f"{kind}.schema.json").write_text(json.dumps(schema()))
+    return {kind: folder / f"{kind}.schema.json" for kind in CUSTOM_KINDS}
 
 
 class Manifests:
@@ -133,7 +152,7 @@ def manifests(request, rendered):
 
 
 def test_builtin_kinds_pass_kubernetes_validate_strict(manifests):
-    files = sorted(name for name, docs in manifests.docs.items() if all(d["kind"] != "ScaledObject" for d in docs))
+    files = sorted(name for name, docs in manifests.docs.items() if all(d["kind"] not in CUSTOM_KINDS for d in docs))
     out = run([str(BIN / "kubernetes-validate"), "--strict", *files], manifests.dir, {"PATH": str(BIN)})
     passed = re.findall(r"^INFO (\S+) passed for resource (\S+)", out.stdout, re.M)
     expected = [(name, f"{d['kind'].lower()}/{d['metadata']['name']}") for name in files for d in manifests.docs[name]]
@@ -142,39 +161,91 @@ def test_builtin_kinds_pass_kubernetes_validate_strict(manifests):
     assert "WARN" not in out.stdout + out.stderr and "ERROR" not in out.stdout + out.stderr
 
 
-def test_scaled_objects_match_kedas_schema(manifests, keda_schema_file):
-    files = sorted(n for n, docs in manifests.docs.items() if any(d["kind"] == "ScaledObject" for d in docs))
+@pytest.mark.parametrize("kind", CUSTOM_KINDS)
+def test_custom_resources_match_their_schemas(manifests, crd_schema_files, kind):
+    files = sorted(n for n, docs in manifests.docs.items() if any(d["kind"] == kind for d in docs))
     assert files
     out = run(
-        [str(BIN / "check-jsonschema"), "--schemafile", str(keda_schema_file), *files],
+        [str(BIN / "check-jsonschema"), "--schemafile", str(crd_schema_files[kind]), *files],
         manifests.dir,
         {"PATH": str(BIN)},
     )
     assert "ok -- validation done" in out.stdout
 
 
-def test_keda_schema_rejects_what_keda_would():
-    """The schema is strict enough to catch the usual mistakes."""
+def test_pod_monitor_scrapes_every_metrics_port(manifests):
+    """It selects the project's pods, and scrapes the port each app container names
+    "metrics": web, every worker and beat, on the METRICS_PORT of the ConfigMap."""
+    (monitor,) = manifests.objects("PodMonitor")
+    assert monitor["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": manifests.k8s}
+    assert [e["port"] for e in monitor["spec"]["podMetricsEndpoints"]] == ["metrics"]
+    config = manifests.get("ConfigMap", f"{manifests.k8s}-config")["data"]
+    scraped = set()
+    for workload in manifests.app_workloads():
+        for container in workload["spec"]["template"]["spec"]["containers"]:
+            ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
+            if "metrics" in ports:
+                assert ports["metrics"] == int(config["METRICS_PORT"])
+                scraped.add(workload["metadata"]["name"])
+    expected = {f"{manifests.k8s}-web", *(manifests.worker_name(q) for q in manifests.queues)}
+    if manifests.answers["use_beat"]:
+        expected.add(f"{manifests.k8s}-beat")
+    assert scraped == expected
+    # No Service forwards it: only Prometheus, pod to pod, reaches it.
+    for service in manifests.objects("Service"):
+        assert all(p.get("targetPort") != "metrics" for p in service["spec"]["ports"]), service
+
+
+POD_MONITOR = {
+    "apiVersion": "monitoring.coreos.com/v1",
+    "kind": "PodMonitor",
+    "metadata": {"name": "m"},
+    "spec": {"selector": {"matchLabels": {"a": "b"}}, "podMetricsEndpoints": [{"port": "metrics"}]},
+}
+SCALED_OBJECT = {
+    "apiVersion": "keda.sh/v1alpha1",
+    "kind": "ScaledObject",
+    "metadata": {"name": "w"},
+    "spec": {"scaleTargetRef": {"name": "w"}, "triggers": [{"type": "redis", "metadata": {"listName": "q"}}]},
+}
+
+
+@pytest.mark.parametrize(
+    "schema, good, bad",
+    [
+        (
+            pod_monitor_schema,
+            POD_MONITOR,
+            [
+                {"podMetricsEndpoints": [{"prot": "metrics"}]},  # typo
+                {"selector": {"matchLabel": {"a": "b"}}},
+            ],
+        ),
+        (
+            keda_schema,
+            SCALED_OBJECT,
+            [
+                {"minReplicaCount": "1"},  # an integer
+                {"triggers": [{"type": "redis", "metadata": {"listLength": 5}}]},  # strings only
+                {"triggers": [{"type": "redis", "metdata": {"listName": "q"}}]},  # typo
+                {"scaleTargetRef": None},  # no target
+                {"scaleTargetRef": {"nme": "w"}},
+            ],
+        ),
+    ],
+    ids=["PodMonitor", "ScaledObject"],
+)
+def test_crd_schema_rejects_what_the_operator_would(schema, good, bad):
+    """The schemas are strict enough to catch the usual mistakes: each change of
+    the good spec (None removes the field) is refused."""
     import jsonschema
 
-    schema = keda_schema()
-    good = {
-        "apiVersion": "keda.sh/v1alpha1",
-        "kind": "ScaledObject",
-        "metadata": {"name": "w"},
-        "spec": {"scaleTargetRef": {"name": "w"}, "triggers": [{"type": "redis", "metadata": {"listName": "q"}}]},
-    }
+    schema = schema()
     jsonschema.validate(good, schema)
-    bad = [
-        {"spec": {**good["spec"], "minReplicaCount": "1"}},  # an integer
-        {"spec": {**good["spec"], "triggers": [{"type": "redis", "metadata": {"listLength": 5}}]}},  # strings only
-        {"spec": {**good["spec"], "triggers": [{"type": "redis", "metdata": {"listName": "q"}}]}},  # typo
-        {"spec": {"triggers": good["spec"]["triggers"]}},  # no target
-        {"spec": {**good["spec"], "scaleTargetRef": {"nme": "w"}}},
-    ]
     for change in bad:
+        spec = {key: value for key, value in {**good["spec"], **change}.items() if value is not None}
         with pytest.raises(jsonschema.ValidationError):
-            jsonschema.validate({**good, **change}, schema)
+            jsonschema.validate({**good, "spec": spec}, schema)
 
 
 def test_kustomization_lists_exactly_the_manifests(manifests):

@@ -32,6 +32,7 @@ from enginelab import images
 from enginelab.compose import Compose
 from enginelab.docs import doc_block
 from enginelab.engine import docker, require_engine
+from obslab.exposition import sample
 
 import deploy_files
 from helpers import http, wait_until
@@ -129,6 +130,42 @@ def test_only_web_and_flower_are_published_on_loopback(stack):
         port = str(stack.answers["flower_port"])
         expected.add(("flower", "127.0.0.1", port, f"{port}/tcp"))
     assert published == expected
+
+
+# Run in the web container: what a Prometheus attached to the project network
+# would read, from every address each dns_sd_configs name resolves to.
+SCRAPE = """
+import json, socket, sys, urllib.request
+scraped = {}
+for name, port in json.loads(sys.argv[1]):
+    for address in sorted({info[4][0] for info in socket.getaddrinfo(name, port, type=socket.SOCK_STREAM)}):
+        with urllib.request.urlopen(f"http://{address}:{port}/metrics", timeout=10) as response:
+            scraped.setdefault(name, {})[address] = response.read().decode()
+print(json.dumps(scraped))
+"""
+
+
+def test_prometheus_snippet_reaches_every_app_container_on_the_project_network(stack):
+    """deploy/prometheus/compose.yml's targets answer inside the project network
+    (and test_only_web_and_flower_are_published_on_loopback keeps them off the
+    host): web with each queue's depth, each worker consuming its queue, beat."""
+    config = yaml.safe_load((stack.project / "deploy/prometheus/compose.yml").read_text())
+    targets = [
+        (name, sd["port"]) for job in config["scrape_configs"] for sd in job["dns_sd_configs"] for name in sd["names"]
+    ]
+    queues = [q["name"] for q in parsed_queues(stack)]
+    expected = {"web", *(f"worker-{queue}" for queue in queues), *(["beat"] if stack.answers["use_beat"] else [])}
+    assert {name for name, _ in targets} == expected
+    scraped = json.loads(stack.exec("web", "python", "-c", SCRAPE, json.dumps(targets)).stdout)
+    assert set(scraped) == expected
+    for name, by_address in scraped.items():  # every running replica
+        assert len(by_address) == len(stack.run("ps", "-q", name).stdout.split()), (name, by_address.keys())
+    (web,) = scraped["web"].values()
+    assert sample(web, "celery_broker_up") == 1.0, web[-2000:]
+    for queue in queues:
+        assert sample(web, "celery_queue_length", queue=queue) is not None, web[-2000:]
+        for text in scraped[f"worker-{queue}"].values():
+            assert sample(text, "celery_worker_consuming", queue=queue) == 1.0, text[-2000:]
 
 
 def test_web_answers_on_its_published_port(stack):

@@ -13,6 +13,8 @@ same container (a single host). Then, with systemd 257 in charge:
   its mount namespace);
 - each queue round-trips a task (`celery_healthcheck`, run as the docs say)
   and gunicorn answers /healthz/;
+- each unit answers Prometheus on the port deploy/prometheus/systemd.yml
+  names, a worker with what its pool's children counted (PrivateTmp=);
 - WatchdogSec= kills a worker whose main process is stopped, and Restart=
   brings a new one that serves;
 - `systemctl stop` of a worker during long tasks is a warm shutdown: the
@@ -40,6 +42,7 @@ import pytest
 from deploy_host import answers, host_paths, parse_env_file, parse_unit, queue_env_files, unit_files, value, values
 from enginelab import engine, systemd_host
 from enginelab.docs import doc_block
+from obslab.exposition import sample
 
 from helpers import ROOT, render
 
@@ -441,6 +444,42 @@ def test_each_queue_round_trips_and_web_serves(deployment):
         assert host.exec("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", url).stdout == "401"
         auth = f"admin:{deployment.secrets['flower']}"
         assert host.exec("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-u", auth, url).stdout == "200"
+
+
+def test_each_unit_answers_prometheus_on_the_ports_of_the_scrape_snippet(deployment):
+    """deploy/prometheus/systemd.yml's targets, scraped inside the host after the
+    healthcheck's pings: the sandbox (PrivateTmp=, ProtectSystem=) leaves each
+    service its metrics directory, and a worker's main process reads what its
+    pool's children wrote there."""
+    import yaml
+
+    host, data = deployment.host, deployment.data
+    deployment.healthcheck()
+    config = yaml.safe_load((deployment.project / "deploy/prometheus/systemd.yml").read_text())
+    jobs = {
+        job["job_name"]: [target for static in job["static_configs"] for target in static["targets"]]
+        for job in config["scrape_configs"]
+    }
+    slug = data["project_slug"]
+    assert list(jobs) == [f"{slug}-web", f"{slug}-worker", *([f"{slug}-beat"] if data["use_beat"] else [])]
+    scraped = {}
+    for targets in jobs.values():
+        for target in targets:
+            assert target.startswith("127.0.0.1:"), target
+            scraped[target] = host.exec("curl", "-sS", "--fail", f"http://{target}/metrics").stdout
+    (web,) = jobs[f"{slug}-web"]
+    assert sample(scraped[web], "celery_broker_up") == 1.0, scraped[web][-2000:]
+    for queue in deployment.queues:
+        assert sample(scraped[web], "celery_queue_length", queue=queue) is not None, scraped[web][-2000:]
+    # Each worker on the port of its queue file.
+    files = queue_env_files(deployment.project)
+    ports = {queue: parse_env_file(path.read_text())["METRICS_PORT"] for queue, path in files.items()}
+    assert sorted(jobs[f"{slug}-worker"]) == sorted(f"127.0.0.1:{port}" for port in ports.values())
+    for queue, port in ports.items():
+        text = scraped[f"127.0.0.1:{port}"]
+        assert sample(text, "celery_worker_consuming", queue=queue) == 1.0, text[-2000:]
+        pinged = sample(text, "celery_task_succeeded_total", name="ops.tasks.ping", queue=queue)
+        assert pinged and pinged >= 1, text[-2000:]
 
 
 def test_watchdog_restarts_a_worker_whose_main_process_is_stopped(deployment):
