@@ -129,17 +129,40 @@ def test_summary_takes_medians_and_ratios_and_checks_targets():
             ("generated", (130, 100, 160), 20),
             ("reference", (100, 90, 110), 10),
             ("ceiling", (200, 100, 300), 5),
+            ("metrics", (120, 125, 110), 20),
         ]
         for value in values
     ]
     medians, ratios = suite.summarize(runs)
     assert medians["generated"]["w1_drain"] == 130
-    assert ratios["w1_drain"] == {"generated/reference": 1.3, "generated/ceiling": 0.65}
-    met = {(t["metric"], t["against"]): t["met"] for t in suite.target_results(ratios)}
-    assert met[("w1_drain", "reference")] is True
-    assert met[("w1_drain", "ceiling")] is False
-    assert met[("w5_p99", "reference")] is False  # 2x the reference's latency
-    assert met[("w1_enqueue", "reference")] is None  # not measured
+    assert ratios["w1_drain"] == {
+        "generated/reference": 1.3,
+        "generated/ceiling": 0.65,
+        "metrics/generated": 120 / 130,
+    }
+    met = {(t["metric"], t["ratio_of"]): t["met"] for t in suite.target_results(ratios)}
+    assert met[("w1_drain", "generated/reference")] is True
+    assert met[("w1_drain", "generated/ceiling")] is False
+    assert met[("w1_drain", "metrics/generated")] is False  # 0.92 < 0.95
+    assert met[("w5_p99", "generated/reference")] is False  # 2x the reference's latency
+    assert met[("w1_enqueue", "generated/reference")] is None  # not measured
+    table = suite.table(medians, ratios, suite.target_results(ratios))
+    assert "| 1 drain, no-op | tasks/s | 130 | 100 | 200 | 120 | 1.30 | 0.65 | 0.92 |" in table
+
+
+def test_scraper_reads_succeeded_tasks_by_name():
+    """The metrics profile checks what the worker's /metrics says it ran, summed over queues."""
+    exposition = (
+        "# TYPE celery_task_succeeded_total counter\n"
+        'celery_task_succeeded_total{name="bench.tasks.noop",queue="default"} 3.0\n'
+        'celery_task_succeeded_total{queue="other",name="bench.tasks.noop"} 2.0\n'
+        'celery_task_succeeded_total{name="celery.accumulate",queue="default"} 301.0\n'
+        'celery_task_started_total{name="bench.tasks.noop",queue="default"} 9.0\n'
+    )
+    scraper = suite.Scraper("http://unused")
+    scraper.scrape = lambda: exposition
+    scraper.start()
+    assert scraper.stop() == suite.Counter({"bench.tasks.noop": 5, "celery.accumulate": 301})
 
 
 def test_py_spy_frames_are_ranked(tmp_path):
