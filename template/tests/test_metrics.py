@@ -1,6 +1,9 @@
 import importlib
 import io
+import os
 import socket
+import subprocess
+import sys
 import time
 from types import SimpleNamespace
 from unittest import mock
@@ -55,6 +58,18 @@ def test_a_failure_is_dead_lettered_once():
         result.get()
     assert sample("celery_task_failed_total", **labels) == failed + 1
     assert sample("celery_task_dead_lettered_total", **labels) == dead + 1
+
+
+def test_a_worker_shows_each_task_at_zero_before_it_runs():
+    """So that the first failure is an increase that rate() and alerts see."""
+    from config.celery import app
+
+    metrics.known_from_zero(app, ["zero-queue"])
+    for name in (render_report.name, "ops.tasks.purge_dead_letters"):
+        for counter in ("celery_task_failed_total", "celery_task_dead_lettered_total"):
+            assert REGISTRY.get_sample_value(counter, {"name": name, "queue": "zero-queue"}) == 0.0
+    chord_unlock = {"name": "celery.chord_unlock", "queue": "zero-queue"}  # Celery's own
+    assert REGISTRY.get_sample_value("celery_task_failed_total", chord_unlock) is None
 
 
 @pytest.mark.parametrize("port", [9808, None], ids=["metrics on", "metrics off"])
@@ -142,3 +157,18 @@ def test_a_taken_metrics_port_is_reported_and_the_process_runs_on(settings, capl
         metrics.serve()
     assert "cannot listen on 127.0.0.1:" in caplog.text
     assert "running without metrics" in caplog.text
+
+
+def test_a_process_that_only_sends_makes_the_metrics_directory(tmp_path):
+    """A shell or cron job with the service's environment, started before the
+    service made the directory: its counts are kept, nothing raises."""
+    directory = tmp_path / "not-yet"
+    code = (
+        "import django; django.setup()\n"
+        "from ops import metrics\n"
+        "assert metrics.multiprocess_mode()\n"
+        "metrics.count_sent(sender='reports.tasks.render_report', routing_key='default')\n"
+    )
+    env = {**os.environ, "METRICS_PORT": "9808", "PROMETHEUS_MULTIPROC_DIR": str(directory)}
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=60)  # noqa: S603  (a fixed command line)
+    assert [path.name.split("_")[0] for path in directory.iterdir()] == ["counter"]
