@@ -169,7 +169,9 @@ def test_conditional_files_follow_the_answers(variant):
         "Dockerfile": "compose" in deploy or "kubernetes" in deploy,
         "deploy/systemd": "systemd" in deploy,
         "deploy/kubernetes": "kubernetes" in deploy,
-        "deploy": "systemd" in deploy or "kubernetes" in deploy,
+        "deploy/prometheus": "systemd" in deploy or "compose" in deploy,
+        "deploy/grafana/dashboard.json": bool(deploy),
+        "deploy": bool(deploy),
         "ops/transport.py": answers.get("broker", "redis") == "redis",
         "tests/test_transport.py": answers.get("broker", "redis") == "redis",
     }
