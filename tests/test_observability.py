@@ -29,6 +29,7 @@ from obslab.prometheus import prometheus
 from obslab.spy import stacks
 
 from helpers import (
+    CACHE,
     RABBITMQ,
     REDIS,
     free_port,
@@ -50,6 +51,7 @@ VARIANTS = {
 SENT = 60
 PURGE, RENDER = "ops.tasks.purge_dead_letters", "reports.tasks.render_report"
 SCHEDULE = "observability: every second"
+REPORT = CACHE / "observability"
 
 
 def children(pid: int) -> list[int]:
@@ -221,6 +223,10 @@ def test_prometheus_reads_what_was_sent(broker, rendered, venv, tmp_path):
                     ),
                 }
                 print(f"\n{broker}: {figures}")
+                # Kept for the record (docs/testing.md): what Prometheus read, next to what was sent.
+                REPORT.mkdir(parents=True, exist_ok=True)
+                record = {"broker": broker, "sent": {PURGE: SENT, RENDER: 1}, "read": figures}
+                (REPORT / f"{broker}.json").write_text(json.dumps(record, indent=2) + "\n")
                 assert done, figures
                 assert figures["succeeded"] == SENT, figures
                 assert figures["timed"] == SENT, figures
