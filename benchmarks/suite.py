@@ -131,8 +131,8 @@ METRICS = {
 }
 # The ratios reported, profile / profile.
 RATIOS = [("generated", "reference"), ("generated", "ceiling"), ("metrics", "generated")]
-# (metric, ratio, the ratio must be >= or <= this). Issue 9, section 2; issue 17, section 1
-# for the cost of metrics.
+# (metric, ratio, the ratio must be >= or <= this): the targets docs/performance.md
+# states, the cost of metrics among them.
 TARGETS = [
     ("w1_drain", "generated/reference", ">=", 1.3),
     ("w1_drain", "generated/ceiling", ">=", 0.85),
