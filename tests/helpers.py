@@ -342,17 +342,20 @@ class PrivateRedis:
     appendonly: bool = True
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
+    # (certificate chain file, key file): TLS only, on `port` (rediss://).
+    tls: tuple[Path, Path] | None = None
 
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}"
+        return f"{'rediss' if self.tls else 'redis'}://{auth}127.0.0.1:{self.port}"
 
     def start(self) -> PrivateRedis:
         self.directory.mkdir(parents=True, exist_ok=True)
         cmd = [
             shutil.which("redis-server") or "/usr/bin/redis-server",
-            "--port", str(self.port),
+            # TLS only, when it serves TLS: no plain port.
+            "--port", "0" if self.tls else str(self.port),
             "--bind", "127.0.0.1",
             "--dir", str(self.directory),
             "--save", "",
@@ -362,6 +365,9 @@ class PrivateRedis:
         ]  # fmt: skip
         if self.password:
             cmd += ["--requirepass", self.password]
+        if self.tls:
+            cmd += ["--tls-port", str(self.port), "--tls-cert-file", str(self.tls[0])]
+            cmd += ["--tls-key-file", str(self.tls[1]), "--tls-auth-clients", "no"]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port, proc=self.proc)
         return self

@@ -11,6 +11,8 @@ from django.utils.module_loading import autodiscover_modules
 
 from config.celery import app
 
+from . import tls
+
 
 @checks.register("celery")
 def check_visibility_timeout(app_configs, **kwargs):
@@ -73,3 +75,25 @@ def check_metrics_directory(app_configs, **kwargs):
             )
         ]
     return []
+
+
+@checks.register("celery", checks.Tags.security, deploy=True)
+def check_tls_verification(app_configs, **kwargs):
+    """A TLS link whose certificate is not checked can be answered by anyone on
+    the path (ops/tls.py). Off only by BROKER_TLS_VERIFY=false, or by a
+    rediss:// URL's own ssl_cert_reqs."""
+    links = [
+        ("CELERY_BROKER_URL", "CELERY_BROKER_USE_SSL"),
+        ("CELERY_RESULT_BACKEND", "CELERY_REDIS_BACKEND_USE_SSL"),
+    ]
+    return [
+        checks.Warning(
+            f"{url} is a TLS URL whose server certificate is not verified.",
+            hint="Remove BROKER_TLS_VERIFY=false, or ssl_cert_reqs from the URL; "
+            "BROKER_TLS_CA_FILE names the CA of a private certificate.",
+            id="ops.W004",
+        )
+        for url, options in links
+        if isinstance(getattr(settings, url, None), str)
+        and tls.unverified(getattr(settings, url), getattr(settings, options, None))
+    ]

@@ -1,0 +1,171 @@
+"""TLS to a real Redis verifies the server, by default (ops/tls.py).
+
+A private redis-server serves TLS only, with certificates made here by a CA of
+the test's own (trustme). The project is the defaults with Redis results, so
+the broker and the result backend both go through TLS:
+
+- with BROKER_TLS_CA_FILE naming that CA, a worker serves the health check and
+  the result backend stores and reads;
+- a bare rediss:// URL (no CA file) is refused: the system's CAs do not know the
+  test's CA. kombu alone would connect without checking anything;
+- a wrong CA, an expired certificate and a certificate for another name are
+  refused, each with a message that says why, from the health check and from a
+  worker at start-up;
+- BROKER_TLS_VERIFY=false, or a URL's ssl_cert_reqs=none, connects unverified,
+  and `check --deploy` warns (ops.W004).
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import trustme
+
+from helpers import PrivateRedis, project_env, run, start
+
+ANSWERS = {"database": "sqlite", "result_backend": "redis", "use_flower": False}
+
+
+@pytest.fixture(scope="module")
+def ca():
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def certificates(ca, tmp_path_factory):
+    """name -> (chain file, key file) of a server certificate; "ca" and
+    "other-ca" -> a CA's certificate file."""
+    tmp = tmp_path_factory.mktemp("tls")
+    now = datetime.datetime.now(datetime.UTC)
+    leaves = {
+        "good": ca.issue_cert("127.0.0.1", "localhost"),
+        "expired": ca.issue_cert(
+            "127.0.0.1", not_before=now - datetime.timedelta(days=30), not_after=now - datetime.timedelta(days=1)
+        ),
+        "elsewhere": ca.issue_cert("redis.elsewhere.example"),
+    }
+    files = {}
+    for name, leaf in leaves.items():
+        chain, key = tmp / f"{name}.pem", tmp / f"{name}.key"
+        chain.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+        leaf.private_key_pem.write_to_path(str(key))
+        files[name] = (chain, key)
+    for name, authority in (("ca", ca), ("other-ca", trustme.CA())):
+        files[name] = tmp / f"{name}.pem"
+        authority.cert_pem.write_to_path(str(files[name]))
+    return files
+
+
+@pytest.fixture(scope="module")
+def project(rendered, tmp_path_factory):
+    path = tmp_path_factory.mktemp("tls-project") / "project"
+    shutil.copytree(rendered(ANSWERS), path)
+    return path
+
+
+@pytest.fixture
+def redis_tls(certificates, tmp_path):
+    """A TLS-only redis-server with the certificate of the name asked."""
+    servers = []
+
+    def serve(name: str = "good") -> PrivateRedis:
+        server = PrivateRedis(tmp_path / f"redis-{name}", appendonly=False, tls=certificates[name]).start()
+        servers.append(server)
+        return server
+
+    yield serve
+    for server in servers:
+        server.stop()
+
+
+def environment(venv, project: Path, server: PrivateRedis, **extra: str) -> dict:
+    return project_env(
+        venv,
+        DATABASE_URL=f"sqlite:///{project}/db.sqlite3",
+        CELERY_BROKER_URL=f"{server.url}/0",
+        CELERY_RESULT_BACKEND=f"{server.url}/1",
+        **extra,
+    )
+
+
+def healthcheck(project: Path, env: dict, timeout: float = 10):
+    return run(
+        ["python", "manage.py", "celery_healthcheck", "--queue", "default", "--timeout", str(timeout)],
+        project, env, check=False, timeout=180,
+    )  # fmt: skip
+
+
+@pytest.mark.boot
+def test_the_ca_file_verifies_the_broker_and_the_result_backend(project, venv, redis_tls, certificates, tmp_path):
+    server = redis_tls("good")
+    env = environment(venv, project, server, BROKER_TLS_CA_FILE=str(certificates["ca"]))
+    run(["python", "manage.py", "migrate", "--noinput", "-v0"], project, env)
+    worker = start(
+        "worker", ["celery", "-A", "config", "worker", "-Q", "default", "-P", "solo", "-n", "tls@%h", "-l", "INFO"],
+        project, env, tmp_path / "logs",
+    )  # fmt: skip
+    try:
+        worker.wait_for_log(r"ready\.", timeout=90)
+        done = healthcheck(project, env, timeout=30)
+        assert done.returncode == 0 and "default  ok" in done.stdout, done.stdout + done.stderr
+        probe = "from config.celery import app; app.backend.set('tls', 'kept'); print(app.backend.get('tls').decode())"
+        stored = run(["python", "manage.py", "shell", "-c", probe], project, env)
+        assert stored.stdout.strip().endswith("kept"), stored.stdout
+        assert "insecure" not in worker.output(), worker.output()[-3000:]
+    finally:
+        worker.stop()
+    checked = run(["python", "manage.py", "check", "--deploy", "--fail-level", "WARNING"], project, env, check=False)
+    assert "ops.W004" not in checked.stdout + checked.stderr
+
+
+@pytest.mark.boot
+@pytest.mark.parametrize(
+    "certificate, ca_file, said",
+    [
+        ("good", None, "certificate verify failed"),
+        ("good", "other-ca", "certificate verify failed"),
+        ("expired", "ca", "certificate has expired"),
+        ("elsewhere", "ca", "IP address mismatch"),
+    ],
+    ids=["no CA file: the system's CAs", "a wrong CA", "an expired certificate", "another name"],
+)
+def test_a_certificate_that_does_not_verify_is_refused_and_said_why(
+    project, venv, redis_tls, certificates, tmp_path, certificate, ca_file, said
+):
+    server = redis_tls(certificate)
+    extra = {"BROKER_TLS_CA_FILE": str(certificates[ca_file])} if ca_file else {}
+    env = environment(venv, project, server, **extra)
+    refused = healthcheck(project, env)
+    output = refused.stdout + refused.stderr
+    assert refused.returncode != 0, output
+    assert "broker unreachable" in output and said in output, output[-3000:]
+    # A worker at start-up says the same, and keeps trying (the certificate may be renewed).
+    worker = start("worker", ["celery", "-A", "config", "worker", "-Q", "default", "-P", "solo"],
+                   project, env, tmp_path / "logs")  # fmt: skip
+    try:
+        worker.wait_for_log(re.escape(said), timeout=90)
+        assert worker.proc.poll() is None
+    finally:
+        worker.stop()
+
+
+@pytest.mark.parametrize(
+    "extra, query",
+    [({"BROKER_TLS_VERIFY": "false"}, ""), ({}, "?ssl_cert_reqs=none")],
+    ids=["BROKER_TLS_VERIFY=false", "ssl_cert_reqs=none in the URL"],
+)
+def test_verification_off_connects_and_check_deploy_warns(project, venv, redis_tls, extra, query):
+    server = redis_tls("elsewhere")  # a name no check would accept
+    env = environment(venv, project, server, **extra)
+    env["CELERY_BROKER_URL"] += query
+    probe = "from ops.broker import ensure_broker; ensure_broker(); print('connected')"
+    connected = run(["python", "manage.py", "shell", "-c", probe], project, env, check=False)
+    assert connected.stdout.strip().endswith("connected"), connected.stdout + connected.stderr
+    checked = run(["python", "manage.py", "check", "--deploy"], project, env, check=False)
+    warned = [line for line in (checked.stdout + checked.stderr).splitlines() if "ops.W004" in line]
+    assert any("CELERY_BROKER_URL" in line for line in warned), checked.stdout + checked.stderr
+    assert any("CELERY_RESULT_BACKEND" in line for line in warned) is bool(extra), warned
