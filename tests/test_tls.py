@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 import trustme
+from enginelab.rabbitmq import private_rabbitmq
 
 from helpers import PrivateRedis, project_env, run, start
 
@@ -169,3 +170,42 @@ def test_verification_off_connects_and_check_deploy_warns(project, venv, redis_t
     warned = [line for line in (checked.stdout + checked.stderr).splitlines() if "ops.W004" in line]
     assert any("CELERY_BROKER_URL" in line for line in warned), checked.stdout + checked.stderr
     assert any("CELERY_RESULT_BACKEND" in line for line in warned) is bool(extra), warned
+
+
+# --- RabbitMQ: an amqps:// listener ------------------------------------------------------------
+
+RABBITMQ_ANSWERS = {"broker": "rabbitmq", "database": "sqlite", "result_backend": "none", "use_flower": False}
+
+
+@pytest.mark.boot
+def test_amqps_verifies_the_certificate_and_its_name(rendered, venv, certificates, tmp_path):
+    """A private RabbitMQ (the stand-in of compose.yaml's image) with a TLS listener:
+    py-amqp alone would check the chain but not the name (ops/tls.py)."""
+    project = tmp_path / "project"
+    shutil.copytree(rendered(RABBITMQ_ANSWERS), project)
+
+    def env_for(url: str, ca_file: str | None) -> dict:
+        extra = {"BROKER_TLS_CA_FILE": str(certificates[ca_file])} if ca_file else {}
+        return project_env(venv, DATABASE_URL=f"sqlite:///{project}/db.sqlite3", CELERY_BROKER_URL=url, **extra)
+
+    def refused(env: dict, said: str) -> None:
+        done = healthcheck(project, env)
+        output = done.stdout + done.stderr
+        assert done.returncode != 0 and "broker unreachable" in output and said in output, output[-3000:]
+
+    with private_rabbitmq(project, tls=(*certificates["good"], certificates["ca"])) as node:
+        refused(env_for(node.tls_url, None), "certificate verify failed")  # the system's CAs
+        refused(env_for(node.tls_url, "other-ca"), "certificate verify failed")
+        env = env_for(node.tls_url, "ca")
+        worker = start(
+            "worker", ["celery", "-A", "config", "worker", "-Q", "default", "-P", "solo", "-n", "tls@%h", "-l", "INFO"],
+            project, env, tmp_path / "logs",
+        )  # fmt: skip
+        try:
+            worker.wait_for_log(r"ready\.", timeout=90)
+            done = healthcheck(project, env, timeout=30)
+            assert done.returncode == 0 and "default  ok" in done.stdout, done.stdout + done.stderr
+        finally:
+            worker.stop()
+    with private_rabbitmq(project, tls=(*certificates["elsewhere"], certificates["ca"])) as node:
+        refused(env_for(node.tls_url, "ca"), "IP address mismatch")
