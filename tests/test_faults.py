@@ -246,17 +246,21 @@ def fault_projects(rendered, venv, tmp_path_factory):
 
 @pytest.fixture
 def lab_for(fault_projects, venv, tmp_path):
-    """lab_for(variant, broker_port=None, rabbitmq=None) -> a Lab with its own broker:
-    a private redis-server (on `broker_port`, not started when given), or a vhost
-    of the machine's RabbitMQ, or `rabbitmq` (enginelab.rabbitmq.PrivateRabbitMQ)."""
+    """lab_for(variant, broker_port=None, rabbitmq=None, tls=None) -> a Lab with its
+    own broker: a private redis-server (on `broker_port`, not started when given),
+    or a vhost of the machine's RabbitMQ, or `rabbitmq` (enginelab.rabbitmq's
+    PrivateRabbitMQ). `tls`: (chain, key, CA) files; the Redis server then serves
+    TLS only, a PrivateRabbitMQ is reached on its TLS listener, and the project
+    verifies both against the CA (BROKER_TLS_CA_FILE)."""
     labs: list[Lab] = []
     with contextlib.ExitStack() as stack:
 
-        def _lab(variant: str, broker_port: int | None = None, rabbitmq=None) -> Lab:
+        def _lab(variant: str, broker_port: int | None = None, rabbitmq=None, tls=None) -> Lab:
             project, url = fault_projects(variant)
             lab = Lab(variant, project, url, tmp_path / "logs")
             if variant == "redis":
-                lab.redis = PrivateRedis(tmp_path / "redis", appendonly=True, port=broker_port or free_port())
+                port = broker_port or free_port()
+                lab.redis = PrivateRedis(tmp_path / "redis", appendonly=True, port=port, tls=tls and tls[:2])
                 if broker_port is None:
                     lab.redis.start()
                 stack.callback(lab.redis.kill)
@@ -265,7 +269,7 @@ def lab_for(fault_projects, venv, tmp_path):
                 require("RabbitMQ", RABBITMQ)
                 broker, results = stack.enter_context(rabbitmq_vhost("cdc-faults")), None
             else:
-                broker, results = rabbitmq.url, None
+                broker, results = (rabbitmq.tls_url if tls else rabbitmq.url), None
             overrides = {
                 "DJANGO_SETTINGS_MODULE": "faultlab.settings",
                 "TASK_MAX_COUNTDOWN": str(MAX_COUNTDOWN),
@@ -274,6 +278,8 @@ def lab_for(fault_projects, venv, tmp_path):
             }
             if rabbitmq is not None:  # faultlab_queue's rabbitmqctl: the node's own
                 overrides["FAULTLAB_RABBITMQCTL"] = rabbitmq.rabbitmqctl
+            if tls:
+                overrides["BROKER_TLS_CA_FILE"] = str(tls[2])
             # Celery reads CELERY_RESULT_BACKEND itself: set it for Redis results only.
             if results:
                 overrides["CELERY_RESULT_BACKEND"] = results

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pytest
 import test_faults
+import tlslab
 import yaml
 from enginelab.rabbitmq import private_rabbitmq
 from network import Host, Link, Network, SilentProxy, netns_available
@@ -46,6 +47,9 @@ DETECTION_BOUND = 60
 
 # The RabbitMQ compose.yaml runs (4.3), in a container, beside the machine's (3.10).
 COMPOSE_RABBITMQ = "rabbitmq-compose"
+# The same faults over TLS, verified (ops/tls.py): a private Redis serving TLS
+# only, and compose's RabbitMQ on its TLS listener.
+REDIS_TLS, RABBITMQ_TLS = "redis-tls", "rabbitmq-compose-tls"
 
 
 def on_each_broker(group: str, brokers: tuple[str, ...] = ("redis", "rabbitmq")) -> list:
@@ -63,8 +67,10 @@ def through(url: str, proxy: SilentProxy) -> str:
     return re.sub(r"127\.0\.0\.1:\d+", f"127.0.0.1:{proxy.port}", url, count=1)
 
 
-@pytest.mark.parametrize("variant", on_each_broker("silent", ("redis", "rabbitmq", COMPOSE_RABBITMQ)))
-def test_silent_broker_connection_is_noticed_and_replaced(lab_for, fault_projects, variant):
+@pytest.mark.parametrize(
+    "variant", on_each_broker("silent", ("redis", "rabbitmq", COMPOSE_RABBITMQ, REDIS_TLS, RABBITMQ_TLS))
+)
+def test_silent_broker_connection_is_noticed_and_replaced(lab_for, fault_projects, variant, tmp_path):
     """(1) Mid-batch, the worker's broker connections go silent, not closed: it
     notices within 60 s, logs it, reconnects and serves its queue again by
     itself. None of the batch is lost; duplicates are absorbed.
@@ -74,13 +80,21 @@ def test_silent_broker_connection_is_noticed_and_replaced(lab_for, fault_project
     on the machine's RabbitMQ and on the one compose.yaml runs.
     Only the broker goes through the proxy: the result backend has its own
     timeout (Celery's redis_socket_timeout, 120 s), beyond this test's limits.
+    Over TLS, the proxy passes the encrypted bytes on, and the same bounds hold.
     """
     started = time.monotonic()
+    tls = None
+    if variant in (REDIS_TLS, RABBITMQ_TLS):
+        files = tlslab.certificates(tmp_path / "tls")
+        tls = (*files["good"], files["ca"])
     with contextlib.ExitStack() as stack:
-        if variant == COMPOSE_RABBITMQ:
-            node = stack.enter_context(private_rabbitmq(fault_projects("rabbitmq")[0]))
-            lab, label = lab_for("rabbitmq", rabbitmq=node), f"rabbitmq {node.version}"
+        if variant in (COMPOSE_RABBITMQ, RABBITMQ_TLS):
+            node = stack.enter_context(private_rabbitmq(fault_projects("rabbitmq")[0], tls=tls))
+            lab = lab_for("rabbitmq", rabbitmq=node, tls=tls)
+            label = f"rabbitmq {node.version}{' TLS' if tls else ''}"
             stack.callback(lab.stop_all)  # the worker before its broker
+        elif variant == REDIS_TLS:
+            lab, label = lab_for("redis", tls=tls), "redis TLS"
         else:
             lab, label = lab_for(variant), variant
         silent_connection(lab, label, started)

@@ -17,13 +17,12 @@ the broker and the result backend both go through TLS:
 
 from __future__ import annotations
 
-import datetime
 import re
 import shutil
 from pathlib import Path
 
 import pytest
-import trustme
+import tlslab
 from enginelab.rabbitmq import private_rabbitmq
 
 from helpers import PrivateRedis, project_env, run, start
@@ -32,33 +31,8 @@ ANSWERS = {"database": "sqlite", "result_backend": "redis", "use_flower": False}
 
 
 @pytest.fixture(scope="module")
-def ca():
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def certificates(ca, tmp_path_factory):
-    """name -> (chain file, key file) of a server certificate; "ca" and
-    "other-ca" -> a CA's certificate file."""
-    tmp = tmp_path_factory.mktemp("tls")
-    now = datetime.datetime.now(datetime.UTC)
-    leaves = {
-        "good": ca.issue_cert("127.0.0.1", "localhost"),
-        "expired": ca.issue_cert(
-            "127.0.0.1", not_before=now - datetime.timedelta(days=30), not_after=now - datetime.timedelta(days=1)
-        ),
-        "elsewhere": ca.issue_cert("redis.elsewhere.example"),
-    }
-    files = {}
-    for name, leaf in leaves.items():
-        chain, key = tmp / f"{name}.pem", tmp / f"{name}.key"
-        chain.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
-        leaf.private_key_pem.write_to_path(str(key))
-        files[name] = (chain, key)
-    for name, authority in (("ca", ca), ("other-ca", trustme.CA())):
-        files[name] = tmp / f"{name}.pem"
-        authority.cert_pem.write_to_path(str(files[name]))
-    return files
+def certificates(tmp_path_factory):
+    return tlslab.certificates(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture(scope="module")
