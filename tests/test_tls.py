@@ -17,6 +17,7 @@ the broker and the result backend both go through TLS:
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -25,9 +26,9 @@ import pytest
 import tlslab
 from enginelab.rabbitmq import private_rabbitmq
 
-from helpers import PrivateRedis, project_env, run, start
+from helpers import PrivateRedis, free_port, http, project_env, run, start, wait_for_port, wait_until
 
-ANSWERS = {"database": "sqlite", "result_backend": "redis", "use_flower": False}
+ANSWERS = {"database": "sqlite", "result_backend": "redis", "use_flower": True}
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +64,8 @@ def environment(venv, project: Path, server: PrivateRedis, **extra: str) -> dict
         DATABASE_URL=f"sqlite:///{project}/db.sqlite3",
         CELERY_BROKER_URL=f"{server.url}/0",
         CELERY_RESULT_BACKEND=f"{server.url}/1",
+        FLOWER_USER="flower",
+        FLOWER_PASSWORD="flower-password",
         **extra,
     )
 
@@ -91,6 +94,25 @@ def test_the_ca_file_verifies_the_broker_and_the_result_backend(project, venv, r
         stored = run(["python", "manage.py", "shell", "-c", probe], project, env)
         assert stored.stdout.strip().endswith("kept"), stored.stdout
         assert "insecure" not in worker.output(), worker.output()[-3000:]
+        # Flower reads the queues' lengths with a Redis client of its own, which
+        # takes CELERY_BROKER_USE_SSL (a bare rediss:// URL left it without the CA).
+        port = free_port()
+        flower_env = dict(env, FLOWER_PORT=str(port), FLOWER_DB=str(tmp_path / "flower.db"))
+        flower = start("flower", ["celery", "-A", "config", "flower"], project, flower_env, tmp_path / "logs")
+        try:
+            wait_for_port(port, timeout=60, proc=flower.proc)
+            url = f"http://127.0.0.1:{port}/flower/api/queues/length"
+            credentials = f"{env['FLOWER_USER']}:{env['FLOWER_PASSWORD']}"
+
+            def lengths() -> dict:
+                status, body = http(url, auth=credentials)
+                queues = json.loads(body).get("active_queues", []) if status == 200 else []
+                return {queue["name"]: queue.get("messages") for queue in queues}
+
+            assert wait_until(lambda: "default" in lengths(), timeout=60), (lengths(), flower.output()[-3000:])
+            assert "Unable to get queues" not in flower.output(), flower.output()[-3000:]
+        finally:
+            flower.stop()
     finally:
         worker.stop()
     checked = run(["python", "manage.py", "check", "--deploy", "--fail-level", "WARNING"], project, env, check=False)
