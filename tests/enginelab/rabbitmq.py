@@ -92,7 +92,14 @@ def private_rabbitmq(
         if tls:
             tls_port = docker("port", name, "5671/tcp").stdout.split()[0].rpartition(":")[2]
             tls_url = f"amqps://cdc:{password}@127.0.0.1:{tls_port}/{vhost}"
-        yield PrivateRabbitMQ(name, f"amqp://cdc:{password}@127.0.0.1:{port}/{vhost}", version, tls_url)
+        try:
+            yield PrivateRabbitMQ(name, f"amqp://cdc:{password}@127.0.0.1:{port}/{vhost}", version, tls_url)
+        except BaseException:
+            # The node's side of a failure, in the test's captured output.
+            state = docker("inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", name, check=False).stdout
+            logs = docker("logs", "--tail", "120", name, check=False)
+            print(f"{name}: {state}\n{logs.stdout}{logs.stderr}")
+            raise
     finally:
         docker("rm", "--force", "--volumes", name, check=False)
         docker("network", "rm", name, check=False)
