@@ -344,6 +344,8 @@ class PrivateRedis:
     proc: subprocess.Popen | None = None
     # (certificate chain file, key file): TLS only, on `port` (rediss://).
     tls: tuple[Path, Path] | None = None
+    # A node in cluster mode (cluster_enabled:1), alone and without slots.
+    cluster: bool = False
 
     @property
     def url(self) -> str:
@@ -365,6 +367,8 @@ class PrivateRedis:
         ]  # fmt: skip
         if self.password:
             cmd += ["--requirepass", self.password]
+        if self.cluster:
+            cmd += ["--cluster-enabled", "yes", "--cluster-config-file", str(self.directory / "nodes.conf")]
         if self.tls:
             cmd += ["--tls-port", str(self.port), "--tls-cert-file", str(self.tls[0])]
             cmd += ["--tls-key-file", str(self.tls[1]), "--tls-auth-clients", "no"]
