@@ -22,7 +22,13 @@ one queue, as each of this project's workers does, with one list per queue
 kombu emulates priorities with a list per priority, which BLMOVE cannot wait
 on together, so a message sent with a priority is refused, not silently sent
 without it. Needs Redis 6.2 or later. config/celery.py registers it for
-redis:// URLs.
+redis://, rediss:// and sentinel:// URLs.
+
+Redis replicates asynchronously: a message the primary has acknowledged can
+vanish with it when a replica takes over. With `publish_replicas` (transport
+option) set, a publish also waits, with WAIT, until that many replicas hold the
+message, and fails otherwise (NotReplicated). docs/reliability.md has the
+figures, and settings.py the default.
 """
 
 import logging
@@ -31,6 +37,7 @@ from functools import cached_property
 from queue import Empty
 from time import monotonic, time
 
+from kombu.exceptions import OperationalError
 from kombu.transport import redis, virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
@@ -75,6 +82,14 @@ for _, message in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
 end
 return restored
 """
+
+
+class NotReplicated(OperationalError):
+    """The primary holds the message, but fewer replicas than asked for confirmed it.
+
+    Not a connection error, which kombu would retry by publishing the message
+    again: the caller decides (the web answers 503, and the client retries).
+    """
 
 
 class QoS(redis.QoS):
@@ -124,7 +139,12 @@ class Channel(redis.Channel):
     landing_prefix = "unacked_landing:"
     landing_index_prefix = "unacked_landing_index:"
     landing_timeout = 60
-    from_transport_options = (*redis.Channel.from_transport_options, "landing_timeout")
+    # Durable publishing (off with 0): replicas that must confirm each message,
+    # and how long a publish waits for them, in milliseconds.
+    publish_replicas = 0
+    publish_replicas_timeout = 1000
+    options = ("landing_timeout", "publish_replicas", "publish_replicas_timeout")
+    from_transport_options = (*redis.Channel.from_transport_options, *options)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -163,7 +183,24 @@ class Channel(redis.Channel):
                 f"(priority {priority}, queue {queue!r}): route urgent tasks to a queue "
                 f"of their own instead. See the README."
             )
-        return super()._put(queue, message, **kwargs)
+        if not self.publish_replicas or kwargs.get("_publish_batch") is not None:
+            return super()._put(queue, message, **kwargs)
+        # WAIT counts the replicas that hold every earlier write of its own
+        # connection: one pipeline sends both on one connection, in one round trip.
+        # https://redis.io/docs/latest/commands/wait/
+        with self.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
+            pipe.lpush(queue, dumps(message))
+            if self._expires and queue in self._expires:
+                pipe.pexpire(queue, self._expires[queue])
+            pipe.wait(self.publish_replicas, self.publish_replicas_timeout)
+            replicas = pipe.execute()[-1]
+        if replicas < self.publish_replicas:
+            raise NotReplicated(
+                f"{replicas} of {self.publish_replicas} Redis replica(s) confirmed a message for "
+                f"{queue!r} within {self.publish_replicas_timeout} ms. The primary holds it and "
+                f"may still deliver it, but would lose it if it failed now."
+            )
+        return None
 
     def basic_consume(self, queue, no_ack, *args, **kwargs):
         (self._no_ack_queues.add if no_ack else self._no_ack_queues.discard)(queue)
@@ -263,3 +300,18 @@ class Transport(redis.Transport):
     """kombu's Redis transport with the Channel above."""
 
     Channel = Channel
+
+
+class SentinelChannel(Channel, redis.SentinelChannel):
+    """The Channel above, on the primary that Redis Sentinel names: kombu's
+    SentinelChannel brings the connection pool, which asks the sentinels again
+    on every new connection (so after a failover too)."""
+
+    # Both lists: Channel's alone would shadow master_name and sentinel_kwargs.
+    from_transport_options = (*redis.SentinelChannel.from_transport_options, *Channel.options)
+
+
+class SentinelTransport(redis.SentinelTransport):
+    """kombu's Sentinel transport with the Channel above."""
+
+    Channel = SentinelChannel

@@ -19,7 +19,7 @@ from kombu.transport import get_transport_cls
 from kombu.transport.redis import Mutex
 from kombu.utils.json import loads
 
-from ops.transport import Transport
+from ops.transport import NotReplicated, SentinelChannel, SentinelTransport, Transport
 
 URL = os.environ.get("REDIS_TEST_URL")
 needs_redis = pytest.mark.skipif(not URL, reason="set REDIS_TEST_URL to a Redis database")
@@ -28,6 +28,13 @@ needs_redis = pytest.mark.skipif(not URL, reason="set REDIS_TEST_URL to a Redis 
 def test_redis_urls_take_this_transport():
     assert get_transport_cls("redis") is get_transport_cls("rediss") is Transport
     assert isinstance(Connection(settings.CELERY_BROKER_URL).transport, Transport)
+
+
+def test_sentinel_urls_take_it_too_with_the_sentinel_options():
+    assert get_transport_cls("sentinel") is SentinelTransport
+    # Both option lists: the sentinel's (master_name...) and this transport's.
+    for option in ("master_name", "sentinel_kwargs", "landing_timeout", "publish_replicas"):
+        assert option in SentinelChannel.from_transport_options
 
 
 @pytest.fixture
@@ -217,3 +224,16 @@ def test_an_ack_that_fails_still_frees_the_prefetch_slot(connection, queue, clie
     assert channel.qos.can_consume()
     assert client.hdel(channel.unacked_key, message.delivery_tag) == 1  # left for the restore
     client.zrem(channel.unacked_index_key, message.delivery_tag)
+
+
+@needs_redis
+def test_a_durable_publish_that_no_replica_confirms_fails_and_says_so(queue, client):
+    """BROKER_PUBLISH_REPLICAS: a publish waits for that many replicas (WAIT),
+    and fails when they do not confirm it. This Redis has no replica."""
+    replicas = client.info("replication")["connected_slaves"]
+    options = {"publish_replicas": replicas + 1, "publish_replicas_timeout": 50}
+    refused = pytest.raises(NotReplicated, match=rf"{replicas} of {replicas + 1} Redis replica")
+    with Connection(URL, transport_options=options) as conn, refused:
+        publish(conn, queue, {"n": 1})
+    # The primary holds it all the same: only a failover would lose it.
+    assert client.llen(queue.name) == 1
