@@ -346,6 +346,8 @@ class PrivateRedis:
     tls: tuple[Path, Path] | None = None
     # A node in cluster mode (cluster_enabled:1), alone and without slots.
     cluster: bool = False
+    # More redis-server options (a replica's --replicaof and --masterauth).
+    extra: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -372,6 +374,7 @@ class PrivateRedis:
         if self.tls:
             cmd += ["--tls-port", str(self.port), "--tls-cert-file", str(self.tls[0])]
             cmd += ["--tls-key-file", str(self.tls[1]), "--tls-auth-clients", "no"]
+        cmd += self.extra
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port, proc=self.proc)
         return self

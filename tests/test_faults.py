@@ -246,19 +246,22 @@ def fault_projects(rendered, venv, tmp_path_factory):
 
 @pytest.fixture
 def lab_for(fault_projects, venv, tmp_path):
-    """lab_for(variant, broker_port=None, rabbitmq=None, tls=None) -> a Lab with its
-    own broker: a private redis-server (on `broker_port`, not started when given),
-    or a vhost of the machine's RabbitMQ, or `rabbitmq` (enginelab.rabbitmq's
-    PrivateRabbitMQ). `tls`: (chain, key, CA) files; the Redis server then serves
-    TLS only, a PrivateRabbitMQ is reached on its TLS listener, and the project
-    verifies both against the CA (BROKER_TLS_CA_FILE)."""
+    """lab_for(variant, broker_port=None, rabbitmq=None, tls=None, sentinels=None) ->
+    a Lab with its own broker: a private redis-server (on `broker_port`, not started
+    when given), or a vhost of the machine's RabbitMQ, or `rabbitmq` (enginelab.rabbitmq's
+    PrivateRabbitMQ), or `sentinels` (sentinellab's, started). `tls`: (chain, key,
+    CA) files; the Redis server then serves TLS only, a PrivateRabbitMQ is reached
+    on its TLS listener, and the project verifies both against the CA
+    (BROKER_TLS_CA_FILE)."""
     labs: list[Lab] = []
     with contextlib.ExitStack() as stack:
 
-        def _lab(variant: str, broker_port: int | None = None, rabbitmq=None, tls=None) -> Lab:
+        def _lab(variant: str, broker_port: int | None = None, rabbitmq=None, tls=None, sentinels=None) -> Lab:
             project, url = fault_projects(variant)
             lab = Lab(variant, project, url, tmp_path / "logs")
-            if variant == "redis":
+            if sentinels is not None:
+                broker, results = sentinels.url(0), sentinels.url(1)
+            elif variant == "redis":
                 port = broker_port or free_port()
                 lab.redis = PrivateRedis(tmp_path / "redis", appendonly=True, port=port, tls=tls and tls[:2])
                 if broker_port is None:
@@ -280,6 +283,8 @@ def lab_for(fault_projects, venv, tmp_path):
                 overrides["FAULTLAB_RABBITMQCTL"] = rabbitmq.rabbitmqctl
             if tls:
                 overrides["BROKER_TLS_CA_FILE"] = str(tls[2])
+            if sentinels is not None:
+                overrides.update(sentinels.env)
             # Celery reads CELERY_RESULT_BACKEND itself: set it for Redis results only.
             if results:
                 overrides["CELERY_RESULT_BACKEND"] = results

@@ -1,0 +1,113 @@
+"""Redis Sentinel: the primary dies mid-batch, a replica takes over, nothing is lost.
+
+Booted like tests/test_faults.py (its Lab, faultlab app and small time limits),
+against tests/sentinellab: one primary, one replica and three sentinels. The
+project reaches them by its sentinel:// URLs, for the broker and the result
+backend, through ops/transport.py's SentinelTransport.
+
+Once the sentinels have promoted the replica, the killed primary starts
+again, as its supervisor (systemd, Kubernetes) would restart it, and rejoins
+as a replica: until then, a durable publish has no replica to wait for.
+
+A sender publishes at a steady pace, faster than the worker runs the tasks, so
+that a backlog waits on the primary when it is SIGKILLed. A refused publish is
+tried again, as a client retries a 503. Each case reports sent, completed, lost
+and duplicates, the failover time, and the longest gaps between two accepted
+publishes (web) and two completed tasks (workers).
+
+Redis replicates asynchronously: the messages the primary acknowledged but had
+not yet passed on die with it. On loopback that window lasts microseconds; the
+"lagging" cases silence the replication link half a second before the kill, as
+a congested network would, so that it can be seen. Durable publishing (WAIT for
+a replica, on by default with Sentinel: BROKER_PUBLISH_REPLICAS) must lose
+nothing there; without it, the lagging case must lose messages, or the set-up
+did not open the window it claims to.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+import test_faults
+from sentinellab import Sentinels
+from test_faults import report
+
+fault_projects, lab_for = test_faults.fault_projects, test_faults.lab_for
+
+SENT, RATE, TASK_SECONDS = 500, 100, 0.1
+CASES = {
+    # id: (Redis replicas, lagging replica, BROKER_PUBLISH_REPLICAS; None = the project's default)
+    "defaults": (1, False, None),
+    "no-wait": (1, False, "0"),
+    "lagging": (1, True, None),
+    "lagging-no-wait": (1, True, "0"),
+    # A replica is left after the failover: durable publishes need not wait for the old primary.
+    "two-replicas": (2, False, None),
+}
+
+
+@pytest.mark.boot
+@pytest.mark.xdist_group("sentinel")
+@pytest.mark.parametrize("case", list(CASES))
+def test_primary_killed_mid_batch(lab_for, tmp_path, case):
+    followers, lagging, replicas = CASES[case]
+    started = time.monotonic()
+    sentinels = Sentinels(tmp_path / "sentinels", lagging=lagging, replicas=followers)
+    try:
+        sentinels.start()
+        lab = lab_for("redis", sentinels=sentinels)
+        if replicas is not None:
+            lab.env["BROKER_PUBLISH_REPLICAS"] = replicas
+        batch = f"sentinel-{case}"
+        lab.ready(lab.start_worker())
+        args = ["faultlab_send", batch, "--count", str(SENT), "--rate", str(RATE)]
+        args += ["--seconds", str(TASK_SECONDS), "--ignore-result", "--patient", "90"]
+        sender = subprocess.Popen(
+            ["python", "manage.py", *args],
+            cwd=lab.project,
+            env=lab.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert lab.wait_recorded(batch, 50, timeout=60) >= 50
+        if lagging:
+            sentinels.lag()
+            time.sleep(0.5)
+        sentinels.kill_primary()
+        failover = sentinels.wait_failover()
+        # Without a replica, no durable publish succeeds: the old primary comes
+        # back as one, as systemd or Kubernetes would restart it.
+        sentinels.restart_old_primary()
+        output, _ = sender.communicate(timeout=180)
+        assert sender.returncode == 0, f"the sender gave up:\n{output}"
+        sending = json.loads(output.strip().splitlines()[-1])
+        assert sending["accepted"] == SENT
+        lab.wait_drained(batch, SENT, timeout=120)
+        figures = lab.stats(batch, SENT)
+        gaps = lab.sql(
+            "SELECT coalesce(extract(epoch FROM max(gap)), 0) FROM (SELECT created_at - lag(created_at) "
+            "OVER (ORDER BY created_at) AS gap FROM faultlab_record WHERE key LIKE %s) AS gaps",
+            f"{batch}-%",
+        )
+        worker_gap = round(float(gaps[0][0]), 1)
+    finally:
+        sentinels.stop()
+    durable = replicas != "0"
+    notes = (
+        f"{followers} replica(s){', the replication link silenced 0.5 s before the kill' if lagging else ''}; "
+        f"durable publishing {'on (default)' if durable else 'off'}; failover {failover:.1f} s; "
+        f"longest gap: publishes {sending['longest_gap']} s, completions {worker_gap} s; "
+        f"{sending['refused']} publishes refused and retried"
+    )
+    report("Redis Sentinel: primary SIGKILL mid-batch", f"redis sentinel, {case}", figures, notes, started)
+    print(f"{case}: {figures}; {notes}")
+    # The backlog was still on the primary: the kill tested the failover.
+    assert figures["duplicates"] <= figures["absorbed"] + figures["interrupted"], figures
+    if durable:
+        assert figures["lost"] == 0, f"{figures}\n{lab.diagnosis(batch, SENT)}"
+    elif lagging:
+        assert figures["lost"] > 0, f"the lag opened no window: nothing acknowledged was lost ({figures})"
