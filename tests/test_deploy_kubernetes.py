@@ -12,7 +12,9 @@
 """
 
 import json
+import os
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -48,6 +50,16 @@ TRIGGER_METADATA = {
             "address", "addressFromEnv", "host", "hostFromEnv", "port", "portFromEnv",
             "usernameFromEnv", "passwordFromEnv", "listName", "listLength",
             "activationListLength", "enableTLS", "unsafeSsl", "databaseIndex",
+        },
+        "required": {"listName"},
+    },
+    # https://keda.sh/docs/latest/scalers/redis-sentinel-lists/
+    "redis-sentinel": {
+        "allowed": {
+            "addresses", "addressesFromEnv", "hosts", "hostsFromEnv", "ports", "portsFromEnv",
+            "usernameFromEnv", "passwordFromEnv", "sentinelUsernameFromEnv", "sentinelPasswordFromEnv",
+            "sentinelMaster", "sentinelMasterFromEnv", "listName", "listLength", "activationListLength",
+            "enableTLS", "unsafeSsl", "databaseIndex",
         },
         "required": {"listName"},
     },
@@ -338,6 +350,41 @@ def test_redis_trigger_watches_the_brokers_database(manifests):
     assert configmap["REDIS_ADDRESS"] == host
     for obj in manifests.objects("ScaledObject"):
         assert obj["spec"]["triggers"][0]["metadata"]["databaseIndex"] == db
+
+
+def test_sentinel_component_scales_through_the_sentinels(manifests, tmp_path):
+    """deploy/kubernetes/sentinel, added to the kustomization, turns every queue's
+    trigger into KEDA's redis-sentinel one, fed by the ConfigMap and the Secret."""
+    if manifests.answers["broker"] != "redis":
+        assert not (manifests.dir / "sentinel").exists()
+        pytest.skip("RabbitMQ broker")
+    build = tmp_path / "kubernetes"
+    shutil.copytree(manifests.dir, build)
+    with (build / "kustomization.yaml").open("a") as kustomization:
+        kustomization.write("components:\n  - sentinel\n")
+    built = run([str(BIN / "kubectl"), "kustomize", str(build)], tmp_path, dict(os.environ)).stdout
+    objects = [doc for doc in yaml.safe_load_all(built) if doc]
+    (configmap,) = [o["data"] for o in objects if o["kind"] == "ConfigMap"]
+    assert "REDIS_ADDRESS" not in configmap
+    assert configmap["REDIS_SENTINEL_MASTER"] == "mymaster"
+    assert all(address.strip().endswith(":26379") for address in configmap["REDIS_SENTINEL_ADDRESSES"].split(","))
+    example = (manifests.dir / "secret.env.example").read_text()
+    sentinel_secrets = set(re.findall(r"^# (\w+)=", example, re.M))
+    assert re.search(r"^# CELERY_BROKER_URL=sentinel://:[^;]+/0(;sentinel://:[^;]+/0){2}$", example, re.M)
+    scaled = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ScaledObject"}
+    assert set(scaled) == {manifests.worker_name(q) for q in manifests.queues}
+    rules = TRIGGER_METADATA["redis-sentinel"]
+    for queue in manifests.queues:
+        (trigger,) = scaled[manifests.worker_name(queue)]["spec"]["triggers"]
+        meta = trigger["metadata"]
+        assert trigger["type"] == "redis-sentinel"
+        assert set(meta) <= rules["allowed"] and rules["required"] <= set(meta), meta
+        assert (meta["listName"], meta["databaseIndex"]) == (queue["name"], "0")
+        for key, variable in meta.items():
+            if key.endswith("FromEnv"):
+                assert variable in configmap or variable in secret_example_keys(manifests) | sentinel_secrets, key
+    # Everything else is as without the component.
+    assert {o["kind"] for o in objects} == {o["kind"] for o in manifests.objects()}
 
 
 # --- Beat, web, Flower, migrations --------------------------------------------------------
