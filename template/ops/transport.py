@@ -41,6 +41,7 @@ from kombu.exceptions import OperationalError
 from kombu.transport import redis, virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 logger = logging.getLogger(__name__)
 
@@ -171,6 +172,13 @@ class Channel(redis.Channel):
         if client:
             yield client
             return
+        if self._pool is None and self.connection.client is None:
+            # Closing a channel whose connection kombu has closed already (after a
+            # broker connection loss) restores its unacknowledged messages first.
+            # kombu would rebuild the pool from a connection that is gone, and the
+            # AttributeError would stop the worker. A connection error is ignored
+            # there instead; the messages come back after the visibility timeout.
+            raise RedisConnectionError("the broker connection is closed")
         if self._pool_client is None or self._pool_client.connection_pool is not self.pool:
             self._pool_client = self._create_client()
         yield self._pool_client

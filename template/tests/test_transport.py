@@ -237,3 +237,23 @@ def test_a_durable_publish_that_no_replica_confirms_fails_and_says_so(queue, cli
         publish(conn, queue, {"n": 1})
     # The primary holds it all the same: only a failover would lose it.
     assert client.llen(queue.name) == 1
+
+
+@needs_redis
+def test_closing_a_channel_after_its_connection_is_a_connection_error(connection, queue, client):
+    """After a lost broker connection, kombu can close a channel whose connection
+    it has closed already, restoring the unacknowledged messages first. That must
+    fail as a connection error, which kombu ignores there, and not as the
+    AttributeError that stopped the worker (seen in a Sentinel failover)."""
+    publish(connection, queue, {"n": 1})
+    channel, message = consume(connection, queue)
+    errors = connection.connection_errors
+    transport, channel.connection.client = channel.connection.client, None
+    channel._disconnect_pools()
+    try:
+        with pytest.raises(errors):
+            channel.close()
+    finally:
+        channel.connection.client = transport
+    # The message waits in the unacked hash for the visibility timeout.
+    assert client.hdel("unacked", message.delivery_tag) == 1
