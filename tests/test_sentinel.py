@@ -55,7 +55,7 @@ CASES = {
 def test_primary_killed_mid_batch(lab_for, tmp_path, case):
     followers, lagging, replicas = CASES[case]
     started = time.monotonic()
-    sentinels = Sentinels(tmp_path / "sentinels", lagging=lagging, replicas=followers)
+    sentinels = Sentinels(tmp_path / "sentinels", replicas=followers)
     try:
         sentinels.start()
         lab = lab_for("redis", sentinels=sentinels)
@@ -94,6 +94,8 @@ def test_primary_killed_mid_batch(lab_for, tmp_path, case):
             f"{batch}-%",
         )
         worker_gap = round(float(gaps[0][0]), 1)
+        # For a failure's message: the servers' roles and the worker's last lines.
+        state = f"{sentinels.describe()}\n{lab.workers[-1].output()[-4000:]}"
     finally:
         sentinels.stop()
     durable = replicas != "0"
@@ -108,6 +110,6 @@ def test_primary_killed_mid_batch(lab_for, tmp_path, case):
     # The backlog was still on the primary: the kill tested the failover.
     assert figures["duplicates"] <= figures["absorbed"] + figures["interrupted"], figures
     if durable:
-        assert figures["lost"] == 0, f"{figures}\n{lab.diagnosis(batch, SENT)}"
+        assert figures["lost"] == 0, f"{figures}\n{lab.diagnosis(batch, SENT)}\n{state}"
     elif lagging:
         assert figures["lost"] > 0, f"the lag opened no window: nothing acknowledged was lost ({figures})"

@@ -1,11 +1,14 @@
 """A replicated Redis for the failover tests: one primary, one replica (or more)
 and three sentinels, all redis-server processes of our own on loopback ports.
 
-The first replica can follow the primary through a SilentProxy (tests/network.py):
-`lag()` then silences its replication link, as a congested or broken network
-would, so that the primary acknowledges writes the replica never receives.
-That widens Redis's asynchronous-replication window, which on loopback lasts
-microseconds, to a size a test can observe.
+`lag()` silences the first replica's replication link, as a congested or
+broken network would, so that the primary acknowledges writes the replica
+never receives: an iptables rule drops the packets of that one loopback
+connection, from the primary's port to the replica's, and nothing else. That
+widens Redis's asynchronous-replication window, which on loopback lasts
+microseconds, to a size a test can observe. (A proxy on the link would not do:
+the sentinels see the replica following another address than the primary's,
+and point it at the primary directly.)
 """
 
 from __future__ import annotations
@@ -14,10 +17,9 @@ import contextlib
 import shutil
 import subprocess
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from network import SilentProxy
 
 from helpers import PrivateRedis, free_port, wait_for_port, wait_until
 
@@ -35,13 +37,12 @@ class Sentinels:
     `sentinel_password`."""
 
     directory: Path
-    lagging: bool = False
     replicas: int = 1
     password: str = "primary-secret"
     sentinel_password: str = "sentinel-secret"
     primary: PrivateRedis | None = None
     followers: list[PrivateRedis] = field(default_factory=list)
-    proxy: SilentProxy | None = None
+    dropped: list[list[str]] = field(default_factory=list)  # iptables rules lag() added
     ports: list[int] = field(default_factory=lambda: [free_port() for _ in range(3)])
     procs: list[subprocess.Popen] = field(default_factory=list)
 
@@ -57,20 +58,15 @@ class Sentinels:
         self.primary = PrivateRedis(
             self.directory / "primary", password=self.password, extra=["--masterauth", self.password]
         ).start()
-        upstream = self.primary.port
-        if self.lagging:
-            self.proxy = SilentProxy(("127.0.0.1", self.primary.port))
-            upstream = self.proxy.port
         for number in range(self.replicas):
             # The replica needs no AOF of its own: what counts is what it received.
             # It announces its own port, so the sentinels reach it directly.
-            follows = upstream if number == 0 else self.primary.port
             self.followers.append(
                 PrivateRedis(
                     self.directory / f"replica-{number}",
                     password=self.password,
                     appendonly=False,
-                    extra=["--replicaof", "127.0.0.1", str(follows), "--masterauth", self.password],
+                    extra=["--replicaof", "127.0.0.1", str(self.primary.port), "--masterauth", self.password],
                 ).start()
             )
         for number, port in enumerate(self.ports):
@@ -116,14 +112,14 @@ class Sentinels:
         except Exception:  # noqa: BLE001 - a sentinel still starting
             return False
 
-    def primary_port(self) -> int | None:
-        """The primary's port, as a majority of the sentinels name it."""
+    def primary_port(self, quorum: int = 2) -> int | None:
+        """The primary's port, as `quorum` sentinels name it (all: 3)."""
         named = []
         for port in self.ports:
             with contextlib.suppress(Exception), self.sentinel(port) as client:
                 named.append(client.sentinel_get_master_addr_by_name(MASTER_NAME)[1])
         votes = {int(p): named.count(p) for p in named}
-        return next((p for p, count in votes.items() if count >= 2), None)
+        return next((p for p, count in votes.items() if count >= quorum), None)
 
     def wait_failover(self, timeout: float = 60) -> float:
         """Wait until the sentinels name a replica; the seconds it took."""
@@ -138,16 +134,46 @@ class Sentinels:
 
     def restart_old_primary(self) -> None:
         """Start the killed primary again, as its host's supervisor would: the
-        sentinels make it a replica of the new one, which it then copies whole."""
+        sentinels make it a replica of the new one, which it then copies whole.
+
+        Only once every sentinel names the new primary, as when the old host
+        comes back after a while: a sentinel still naming the old primary would
+        send clients to it, a primary again for a moment."""
+        new = self.primary_port()
+        agreed = wait_until(lambda: self.primary_port(quorum=len(self.ports)) == new, timeout=30)
+        assert agreed, f"the sentinels never all named {new}:\n{self.describe()}"
         self.primary.start()
 
     def lag(self) -> None:
-        """Silence the replication link: the replica receives nothing more from
-        the primary, which keeps acknowledging writes."""
-        assert self.proxy and self.proxy.swallow() >= 1, "the replica is not linked through the proxy"
+        """Silence the first replica's replication link: from now on, the replica
+        receives nothing more from the primary, which keeps acknowledging writes."""
+        import redis
+
+        replica = self.followers[0]
+        with redis.Redis(port=self.primary.port, password=self.password, decode_responses=True) as primary:
+            links = primary.client_list(_type="replica")
+        with redis.Redis(port=replica.port, password=self.password, decode_responses=True) as client:
+            assert client.info("replication").get("master_link_status") == "up", self.describe()
+        (link,) = links  # lag() is for one replica: CLIENT LIST does not say whose link is whose
+        port = link["addr"].rpartition(":")[2]
+        rule = ["INPUT", "-i", "lo", "-p", "tcp", "--sport", str(self.primary.port), "--dport", port,
+                "-m", "comment", "--comment", f"cdc-sentinellab-{uuid.uuid4().hex[:8]}", "-j", "DROP"]  # fmt: skip
+        subprocess.run(["iptables", "-I", *rule], check=True)
+        self.dropped.append(rule)
 
     def describe(self) -> str:
+        import redis
+
         lines = []
+        for server in (self.primary, *self.followers):
+            try:
+                with redis.Redis(port=server.port, password=self.password, socket_timeout=2) as client:
+                    info = client.info("replication")
+                role, link = info.get("role"), info.get("master_link_status", "-")
+                lines.append(f"redis :{server.port}: {role} of {info.get('master_port', '-')}, link {link}, "
+                             f"{info.get('connected_slaves')} replicas")  # fmt: skip
+            except redis.RedisError as error:
+                lines.append(f"redis :{server.port}: {error}")
         for number in range(len(self.ports)):
             log = self.directory / f"sentinel-{number}" / "sentinel.log"
             if log.exists():
@@ -162,5 +188,5 @@ class Sentinels:
         for server in (self.primary, *self.followers):
             if server:
                 server.kill()
-        if self.proxy:
-            self.proxy.close()
+        for rule in self.dropped:
+            subprocess.run(["iptables", "-D", *rule], capture_output=True)
