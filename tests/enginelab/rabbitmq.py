@@ -8,7 +8,9 @@ publishes AMQP on 127.0.0.1 only; both are removed afterwards.
 from __future__ import annotations
 
 import contextlib
+import json
 import secrets
+import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,7 +18,7 @@ from pathlib import Path
 
 from enginelab import images
 from enginelab.engine import docker, require_engine
-from helpers import wait_until
+from helpers import free_port, wait_until
 
 
 @dataclass(frozen=True)
@@ -103,3 +105,135 @@ def private_rabbitmq(
     finally:
         docker("rm", "--force", "--volumes", name, check=False)
         docker("network", "rm", name, check=False)
+
+
+@dataclass
+class RabbitMQCluster:
+    """Three (or more) RabbitMQ nodes clustered on a network of their own, each
+    publishing AMQP on 127.0.0.1. `url` is Celery's failover list of all nodes."""
+
+    network: str
+    containers: list[str]
+    urls: list[str]
+    version: str
+
+    @property
+    def url(self) -> str:
+        return ";".join(self.urls)
+
+    @property
+    def rabbitmqctl(self) -> str:
+        """rabbitmqctl on a node that is up (faultlab_queue's FAULTLAB_RABBITMQCTL)."""
+        return f"docker exec --user rabbitmq {self.running()[0]} rabbitmqctl"
+
+    def ctl(self, container: str, *args: str, check: bool = True):
+        return docker("exec", "--user", "rabbitmq", container, "rabbitmqctl", *args, check=check)
+
+    def running(self) -> list[str]:
+        states = docker("inspect", "--format", "{{.Name}} {{.State.Running}}", *self.containers).stdout.split("\n")
+        return [line.split()[0].lstrip("/") for line in states if line.endswith(" true")]
+
+    def node_name(self, container: str) -> str:
+        return f"rabbit@{container}"
+
+    def leader(self, vhost: str, queue: str) -> str:
+        """The container whose node leads the quorum queue."""
+        listed = self.ctl(self.running()[0], "-q", "list_queues", "-p", vhost, "name", "leader", "--no-table-headers")
+        leaders = dict(line.split("\t") for line in listed.stdout.splitlines() if "\t" in line)
+        return leaders[queue].split("@", 1)[1]
+
+    def members_running(self, container: str) -> int:
+        """How many nodes `container`'s node sees running."""
+        status = self.ctl(container, "-q", "cluster_status", "--formatter", "json", check=False)
+        if status.returncode != 0:
+            return 0
+        return len(json.loads(status.stdout).get("running_nodes", []))
+
+    def kill(self, container: str) -> None:
+        docker("kill", container)
+
+    def restart(self, container: str) -> None:
+        """Start a killed node again, as its supervisor would: same name, data and port."""
+        docker("start", container)
+
+    def address(self, container: str) -> str:
+        return docker("inspect", "--format", f"{{{{(index .NetworkSettings.Networks \"{self.network}\").IPAddress}}}}",
+                      container).stdout.strip()  # fmt: skip
+
+    def partition(self, container: str) -> None:
+        """Cut `container`'s node off from the other nodes, not from the clients:
+        inside its network namespace, drop every packet to or from the other
+        nodes. Clients reach it through the host's port mapping, from the
+        network's gateway, and still do."""
+        pid = docker("inspect", "--format", "{{.State.Pid}}", container).stdout.strip()
+        for other in self.containers:
+            if other != container:
+                peer = self.address(other)
+                for rule in (["INPUT", "-s", peer], ["OUTPUT", "-d", peer]):
+                    subprocess.run(["nsenter", "-t", pid, "-n", "iptables", "-I", *rule, "-j", "DROP"], check=True)
+
+    def heal(self, container: str) -> None:
+        pid = docker("inspect", "--format", "{{.State.Pid}}", container).stdout.strip()
+        for chain in ("INPUT", "OUTPUT"):
+            subprocess.run(["nsenter", "-t", pid, "-n", "iptables", "-F", chain], check=True)
+
+
+@contextlib.contextmanager
+def rabbitmq_cluster(project: Path, vhost: str = "cdc", size: int = 3) -> Iterator[RabbitMQCluster]:
+    """Start `size` stand-ins of the RabbitMQ image `project`'s compose.yaml names,
+    with one Erlang cookie, and join them into one cluster
+    (https://www.rabbitmq.com/docs/clustering#creating)."""
+    require_engine()
+    (reference,) = [ref for ref in images.image_references(project) if images.split_reference(ref)[0] == "rabbitmq"]
+    image = images.standin(reference)
+    network = f"cdc-rmq-{uuid.uuid4().hex[:8]}"
+    containers = [f"{network}-{number}" for number in range(size)]
+    password, cookie = secrets.token_hex(16), secrets.token_hex(20)
+    env = {"RABBITMQ_DEFAULT_USER": "cdc", "RABBITMQ_DEFAULT_PASS": password, "RABBITMQ_DEFAULT_VHOST": vhost}
+    # The cookie written before the node starts: the CLI tools read the same file.
+    start = (f'printf %s "{cookie}" > /var/lib/rabbitmq/.erlang.cookie && chmod 600 /var/lib/rabbitmq/.erlang.cookie'
+             " && exec docker-entrypoint.sh rabbitmq-server")  # fmt: skip
+    # Fixed host ports: a node started again keeps its place in the clients' URL list.
+    ports = [free_port() for _ in containers]
+    docker("network", "create", network)
+    try:
+        for name, port in zip(containers, ports, strict=True):
+            docker(
+                "run", "--detach", "--name", name, "--hostname", name, "--network", network,
+                "--publish", f"127.0.0.1:{port}:5672", "--entrypoint", "sh",
+                *[arg for key, value in env.items() for arg in ("--env", f"{key}={value}")],
+                image, "-c", start,
+            )  # fmt: skip
+
+        def booted(name: str) -> bool:
+            return "Server startup complete" in docker("logs", name, check=False).stdout
+
+        for name in containers:
+            assert wait_until(lambda name=name: booted(name), timeout=180, interval=1), docker(
+                "logs", name, check=False
+            ).stdout[-3000:]
+        first = containers[0]
+        for name in containers[1:]:
+            ctl = ["exec", "--user", "rabbitmq", name, "rabbitmqctl", "-q"]
+            docker(*ctl, "stop_app")
+            docker(*ctl, "join_cluster", f"rabbit@{first}")
+            docker(*ctl, "start_app")
+        urls = [f"amqp://cdc:{password}@127.0.0.1:{port}/{vhost}" for port in ports]
+        version = images.tag_version(images.split_reference(reference)[1])
+        cluster = RabbitMQCluster(network, containers, urls, version)
+        formed = wait_until(lambda: cluster.members_running(first) == size, timeout=120, interval=1)
+        assert formed, cluster.ctl(first, "cluster_status", check=False).stdout
+        assert wait_until(
+            lambda: vhost in cluster.ctl(first, "-q", "list_vhosts", check=False).stdout.split(), 60, 1
+        ), "the default vhost was never created"
+        try:
+            yield cluster
+        except BaseException:
+            for name in containers:
+                logs = docker("logs", "--tail", "60", name, check=False)
+                print(f"{name}:\n{logs.stdout}{logs.stderr}")
+            raise
+    finally:
+        for name in containers:
+            docker("rm", "--force", "--volumes", name, check=False)
+        docker("network", "rm", network, check=False)

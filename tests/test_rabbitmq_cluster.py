@@ -1,0 +1,126 @@
+"""A RabbitMQ quorum cluster: a node dies, or is cut off, mid-batch; nothing is lost.
+
+Three nodes of the RabbitMQ compose.yaml runs (4.3, stand-ins from Debian sid,
+tests/enginelab/rabbitmq.py), clustered, each publishing AMQP on 127.0.0.1. The
+project's broker URL is Celery's failover list of the three: workers and the
+sender connect to the first node and move to the next when it fails
+(https://docs.celeryq.dev/en/stable/userguide/configuration.html#broker-url).
+The work queue is a quorum queue (config/settings.py), led by the first node,
+which the worker declared it through (RabbitMQ's client-local leader locator).
+
+Booted like tests/test_faults.py: the sender publishes at a steady pace with
+publisher confirms, and tries a refused publish again, as a client retries a
+503. Each case reports sent, completed, lost and duplicates, and the longest
+gaps between two accepted publishes and between two completed tasks.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+import test_faults
+from enginelab.rabbitmq import rabbitmq_cluster
+from test_faults import QUEUE, report
+
+fault_projects, lab_for = test_faults.fault_projects, test_faults.lab_for
+
+SENT, RATE, TASK_SECONDS = 400, 50, 0.1
+# A killed node's supervisor (systemd, Kubernetes) starts it again after this long.
+RESTART_AFTER = 10
+GAPS = (
+    "SELECT coalesce(extract(epoch FROM max(gap)), 0) FROM (SELECT created_at - lag(created_at) "
+    "OVER (ORDER BY created_at) AS gap FROM faultlab_record WHERE key LIKE %s) AS gaps"
+)
+
+
+def run_batch(lab, batch: str, fault, heal=None) -> dict:
+    """Send SENT tasks at RATE, inject `fault` once 50 are done, and drain."""
+    args = ["faultlab_send", batch, "--count", str(SENT), "--rate", str(RATE)]
+    args += ["--seconds", str(TASK_SECONDS), "--ignore-result", "--patient", "120"]
+    sender = subprocess.Popen(
+        ["python", "manage.py", *args],
+        cwd=lab.project,
+        env=lab.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert lab.wait_recorded(batch, 50, timeout=60) >= 50
+    fault()
+    output, _ = sender.communicate(timeout=240)
+    assert sender.returncode == 0, f"the sender gave up:\n{output[-3000:]}"
+    sending = json.loads(output.strip().splitlines()[-1])
+    if heal:
+        heal()
+    lab.env["FAULTLAB_RABBITMQCTL"] = lab.cluster.rabbitmqctl  # a node that is up
+    lab.wait_drained(batch, SENT, timeout=180)
+    figures = lab.stats(batch, SENT)
+    figures["publish_gap"] = sending["longest_gap"]
+    figures["refused"] = sending["refused"]
+    figures["worker_gap"] = round(float(lab.sql(GAPS, f"{batch}-%")[0][0]), 1)
+    return figures
+
+
+@pytest.fixture
+def cluster(fault_projects):
+    with rabbitmq_cluster(fault_projects("rabbitmq")[0]) as nodes:
+        yield nodes
+
+
+def started_on_the_first_node(lab, cluster):
+    """A worker consuming QUEUE, whose leader is the node the clients use first."""
+    worker = lab.ready(lab.start_worker())
+    leader = cluster.leader("cdc", QUEUE)
+    assert leader == cluster.containers[0], f"{QUEUE} is led by {leader}, not by the first node"
+    return worker
+
+
+@pytest.mark.boot
+@pytest.mark.xdist_group("rabbitmq-cluster")
+def test_the_node_leading_the_work_queue_killed_mid_batch(lab_for, cluster):
+    started = time.monotonic()
+    lab = lab_for("rabbitmq", rabbitmq=cluster)
+    lab.cluster = cluster
+    worker = started_on_the_first_node(lab, cluster)
+    first = cluster.containers[0]
+
+    def kill_then_restart():
+        cluster.kill(first)
+        time.sleep(RESTART_AFTER)
+        cluster.restart(first)
+
+    figures = run_batch(lab, "rmq-leader-kill", kill_then_restart)
+    notes = (
+        f"RabbitMQ {cluster.version}, 3 nodes, quorum queue; SIGKILL of the node leading it, which the "
+        f"worker and the sender were connected to; longest gap: publishes {figures['publish_gap']} s, "
+        f"completions {figures['worker_gap']} s; {figures['refused']} publishes refused and retried"
+    )
+    report("RabbitMQ cluster: leader node SIGKILL mid-batch", "rabbitmq cluster", figures, notes, started)
+    print(notes, figures)
+    assert figures["lost"] == 0, f"{figures}\n{lab.diagnosis('rmq-leader-kill', SENT)}"
+    assert figures["duplicates"] <= figures["absorbed"] + figures["interrupted"], figures
+    assert "Connected to amqp://" in worker.output()
+
+
+@pytest.mark.boot
+@pytest.mark.xdist_group("rabbitmq-cluster")
+def test_the_node_leading_the_work_queue_cut_off_from_the_others_mid_batch(lab_for, cluster):
+    started = time.monotonic()
+    lab = lab_for("rabbitmq", rabbitmq=cluster)
+    lab.cluster = cluster
+    started_on_the_first_node(lab, cluster)
+    first = cluster.containers[0]
+    figures = run_batch(lab, "rmq-partition", lambda: cluster.partition(first), lambda: cluster.heal(first))
+    notes = (
+        f"RabbitMQ {cluster.version}, 3 nodes, quorum queue; the node leading it, which the worker and "
+        f"the sender were connected to, cut off from the other two but not from them; longest gap: "
+        f"publishes {figures['publish_gap']} s, completions {figures['worker_gap']} s; "
+        f"{figures['refused']} publishes refused and retried"
+    )
+    report("RabbitMQ cluster: leader node partitioned mid-batch", "rabbitmq cluster", figures, notes, started)
+    print(notes, figures)
+    assert figures["lost"] == 0, f"{figures}\n{lab.diagnosis('rmq-partition', SENT)}"
+    assert figures["duplicates"] <= figures["absorbed"] + figures["interrupted"], figures
