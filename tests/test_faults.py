@@ -118,6 +118,39 @@ class Lab:
             ["python", "manage.py", *args], cwd=self.project, env=self.env, stdout=subprocess.DEVNULL
         )
 
+    def send_steadily(self, batch: str, count: int, rate: float, seconds: float) -> subprocess.Popen:
+        """Send `count` tasks of `seconds` each at `rate` per second, each refused
+        publish tried again for up to 120 s, as a client retries a 503; no results.
+        finish_sending() reads what it did."""
+        args = ["faultlab_send", batch, "--count", str(count), "--rate", str(rate)]
+        args += ["--seconds", str(seconds), "--ignore-result", "--patient", "120"]
+        return subprocess.Popen(
+            ["python", "manage.py", *args],
+            cwd=self.project,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    @staticmethod
+    def finish_sending(sender: subprocess.Popen, count: int, timeout: float = 240) -> dict:
+        """{accepted, refused, longest_gap} of a send_steadily() that sent all `count`."""
+        output, _ = sender.communicate(timeout=timeout)
+        assert sender.returncode == 0, f"the sender gave up:\n{output[-3000:]}"
+        sending = json.loads(output.strip().splitlines()[-1])
+        assert sending["accepted"] == count, sending
+        return sending
+
+    def completion_gap(self, batch: str) -> float:
+        """The longest time, in seconds, between two recorded keys of the batch."""
+        gap = self.sql(
+            "SELECT coalesce(extract(epoch FROM max(gap)), 0) FROM (SELECT created_at - lag(created_at) "
+            "OVER (ORDER BY created_at) AS gap FROM faultlab_record WHERE key LIKE %s) AS gaps",
+            f"{batch}-%",
+        )
+        return round(float(gap[0][0]), 1)
+
     def sql(self, query: str, *params):
         import psycopg
 

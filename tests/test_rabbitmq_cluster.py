@@ -16,9 +16,7 @@ gaps between two accepted publishes and between two completed tasks.
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
 import time
 
 import pytest
@@ -31,29 +29,14 @@ fault_projects, lab_for = test_faults.fault_projects, test_faults.lab_for
 SENT, RATE, TASK_SECONDS = 400, 50, 0.1
 # A killed node's supervisor (systemd, Kubernetes) starts it again after this long.
 RESTART_AFTER = 10
-GAPS = (
-    "SELECT coalesce(extract(epoch FROM max(gap)), 0) FROM (SELECT created_at - lag(created_at) "
-    "OVER (ORDER BY created_at) AS gap FROM faultlab_record WHERE key LIKE %s) AS gaps"
-)
 
 
 def run_batch(lab, batch: str, fault, heal=None) -> dict:
     """Send SENT tasks at RATE, inject `fault` once 50 are done, and drain."""
-    args = ["faultlab_send", batch, "--count", str(SENT), "--rate", str(RATE)]
-    args += ["--seconds", str(TASK_SECONDS), "--ignore-result", "--patient", "120"]
-    sender = subprocess.Popen(
-        ["python", "manage.py", *args],
-        cwd=lab.project,
-        env=lab.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    sender = lab.send_steadily(batch, SENT, RATE, TASK_SECONDS)
     assert lab.wait_recorded(batch, 50, timeout=60) >= 50
     fault()
-    output, _ = sender.communicate(timeout=240)
-    assert sender.returncode == 0, f"the sender gave up:\n{output[-3000:]}"
-    sending = json.loads(output.strip().splitlines()[-1])
+    sending = lab.finish_sending(sender, SENT)
     if heal:
         heal()
     lab.env["FAULTLAB_RABBITMQCTL"] = lab.cluster.rabbitmqctl  # a node that is up
@@ -61,8 +44,26 @@ def run_batch(lab, batch: str, fault, heal=None) -> dict:
     figures = lab.stats(batch, SENT)
     figures["publish_gap"] = sending["longest_gap"]
     figures["refused"] = sending["refused"]
-    figures["worker_gap"] = round(float(lab.sql(GAPS, f"{batch}-%")[0][0]), 1)
+    figures["worker_gap"] = lab.completion_gap(batch)
     return figures
+
+
+FAULTS = {
+    "SIGKILL": f"SIGKILL of the node leading it, restarted after {RESTART_AFTER} s",
+    "partitioned": "the node leading it cut off from the other two, not from the clients",
+}
+
+
+def check_and_report(lab, batch: str, fault: str, figures: dict, started: float) -> None:
+    notes = (
+        f"RabbitMQ {lab.cluster.version}, 3 nodes, quorum queue; {FAULTS[fault]}; the worker and the "
+        f"sender used that node first; longest gap: publishes {figures['publish_gap']} s, completions "
+        f"{figures['worker_gap']} s; {figures['refused']} publishes refused and retried"
+    )
+    report(f"RabbitMQ cluster: leader node {fault} mid-batch", "rabbitmq cluster", figures, notes, started)
+    print(notes, figures)
+    assert figures["lost"] == 0, f"{figures}\n{lab.diagnosis(batch, SENT)}"
+    assert figures["duplicates"] <= figures["absorbed"] + figures["interrupted"], figures
 
 
 @pytest.fixture
@@ -94,15 +95,7 @@ def test_the_node_leading_the_work_queue_killed_mid_batch(lab_for, cluster):
         cluster.restart(first)
 
     figures = run_batch(lab, "rmq-leader-kill", kill_then_restart)
-    notes = (
-        f"RabbitMQ {cluster.version}, 3 nodes, quorum queue; SIGKILL of the node leading it, which the "
-        f"worker and the sender were connected to; longest gap: publishes {figures['publish_gap']} s, "
-        f"completions {figures['worker_gap']} s; {figures['refused']} publishes refused and retried"
-    )
-    report("RabbitMQ cluster: leader node SIGKILL mid-batch", "rabbitmq cluster", figures, notes, started)
-    print(notes, figures)
-    assert figures["lost"] == 0, f"{figures}\n{lab.diagnosis('rmq-leader-kill', SENT)}"
-    assert figures["duplicates"] <= figures["absorbed"] + figures["interrupted"], figures
+    check_and_report(lab, "rmq-leader-kill", "SIGKILL", figures, started)
     # Publishing moved to another node of the URL list, rather than waiting for
     # the dead one to come back. (The worker moves too, but then waits for it:
     # docs/reliability.md, "What the fault tests found".)
@@ -120,13 +113,4 @@ def test_the_node_leading_the_work_queue_cut_off_from_the_others_mid_batch(lab_f
     started_on_the_first_node(lab, cluster)
     first = cluster.containers[0]
     figures = run_batch(lab, "rmq-partition", lambda: cluster.partition(first), lambda: cluster.heal(first))
-    notes = (
-        f"RabbitMQ {cluster.version}, 3 nodes, quorum queue; the node leading it, which the worker and "
-        f"the sender were connected to, cut off from the other two but not from them; longest gap: "
-        f"publishes {figures['publish_gap']} s, completions {figures['worker_gap']} s; "
-        f"{figures['refused']} publishes refused and retried"
-    )
-    report("RabbitMQ cluster: leader node partitioned mid-batch", "rabbitmq cluster", figures, notes, started)
-    print(notes, figures)
-    assert figures["lost"] == 0, f"{figures}\n{lab.diagnosis('rmq-partition', SENT)}"
-    assert figures["duplicates"] <= figures["absorbed"] + figures["interrupted"], figures
+    check_and_report(lab, "rmq-partition", "partitioned", figures, started)

@@ -26,8 +26,6 @@ did not open the window it claims to.
 
 from __future__ import annotations
 
-import json
-import subprocess
 import time
 
 import pytest
@@ -63,16 +61,7 @@ def test_primary_killed_mid_batch(lab_for, tmp_path, case):
             lab.env["BROKER_PUBLISH_REPLICAS"] = replicas
         batch = f"sentinel-{case}"
         lab.ready(lab.start_worker())
-        args = ["faultlab_send", batch, "--count", str(SENT), "--rate", str(RATE)]
-        args += ["--seconds", str(TASK_SECONDS), "--ignore-result", "--patient", "90"]
-        sender = subprocess.Popen(
-            ["python", "manage.py", *args],
-            cwd=lab.project,
-            env=lab.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        sender = lab.send_steadily(batch, SENT, RATE, TASK_SECONDS)
         assert lab.wait_recorded(batch, 50, timeout=60) >= 50
         if lagging:
             sentinels.lag()
@@ -82,18 +71,10 @@ def test_primary_killed_mid_batch(lab_for, tmp_path, case):
         # Without a replica, no durable publish succeeds: the old primary comes
         # back as one, as systemd or Kubernetes would restart it.
         sentinels.restart_old_primary()
-        output, _ = sender.communicate(timeout=180)
-        assert sender.returncode == 0, f"the sender gave up:\n{output}"
-        sending = json.loads(output.strip().splitlines()[-1])
-        assert sending["accepted"] == SENT
+        sending = lab.finish_sending(sender, SENT)
         lab.wait_drained(batch, SENT, timeout=120)
         figures = lab.stats(batch, SENT)
-        gaps = lab.sql(
-            "SELECT coalesce(extract(epoch FROM max(gap)), 0) FROM (SELECT created_at - lag(created_at) "
-            "OVER (ORDER BY created_at) AS gap FROM faultlab_record WHERE key LIKE %s) AS gaps",
-            f"{batch}-%",
-        )
-        worker_gap = round(float(gaps[0][0]), 1)
+        worker_gap = lab.completion_gap(batch)
         # For a failure's message, while the broker still answers: where the
         # missing keys went, the servers' roles and the worker's last lines.
         missing = lab.diagnosis(batch, SENT) if figures["lost"] else ""

@@ -77,11 +77,9 @@ def healthcheck(project: Path, env: dict, timeout: float = 10):
     )  # fmt: skip
 
 
-@pytest.mark.boot
-def test_the_ca_file_verifies_the_broker_and_the_result_backend(project, venv, redis_tls, certificates, tmp_path):
-    server = redis_tls("good")
-    env = environment(venv, project, server, BROKER_TLS_CA_FILE=str(certificates["ca"]))
-    run(["python", "manage.py", "migrate", "--noinput", "-v0"], project, env)
+def serving_worker(project, env, tmp_path):
+    """A worker on the default queue, once the health check's task round-trips
+    through it; the caller stops it."""
     worker = start(
         "worker", ["celery", "-A", "config", "worker", "-Q", "default", "-P", "solo", "-n", "tls@%h", "-l", "INFO"],
         project, env, tmp_path / "logs",
@@ -90,6 +88,19 @@ def test_the_ca_file_verifies_the_broker_and_the_result_backend(project, venv, r
         worker.wait_for_log(r"ready\.", timeout=90)
         done = healthcheck(project, env, timeout=30)
         assert done.returncode == 0 and "default  ok" in done.stdout, done.stdout + done.stderr
+    except BaseException:
+        worker.stop()
+        raise
+    return worker
+
+
+@pytest.mark.boot
+def test_the_ca_file_verifies_the_broker_and_the_result_backend(project, venv, redis_tls, certificates, tmp_path):
+    server = redis_tls("good")
+    env = environment(venv, project, server, BROKER_TLS_CA_FILE=str(certificates["ca"]))
+    run(["python", "manage.py", "migrate", "--noinput", "-v0"], project, env)
+    worker = serving_worker(project, env, tmp_path)
+    try:
         probe = "from config.celery import app; app.backend.set('tls', 'kept'); print(app.backend.get('tls').decode())"
         stored = run(["python", "manage.py", "shell", "-c", probe], project, env)
         assert stored.stdout.strip().endswith("kept"), stored.stdout
@@ -193,15 +204,6 @@ def test_amqps_verifies_the_certificate_and_its_name(rendered, venv, certificate
         refused(env_for(node.tls_url, None), "certificate verify failed")  # the system's CAs
         refused(env_for(node.tls_url, "other-ca"), "certificate verify failed")
         env = env_for(node.tls_url, "ca")
-        worker = start(
-            "worker", ["celery", "-A", "config", "worker", "-Q", "default", "-P", "solo", "-n", "tls@%h", "-l", "INFO"],
-            project, env, tmp_path / "logs",
-        )  # fmt: skip
-        try:
-            worker.wait_for_log(r"ready\.", timeout=90)
-            done = healthcheck(project, env, timeout=30)
-            assert done.returncode == 0 and "default  ok" in done.stdout, done.stdout + done.stderr
-        finally:
-            worker.stop()
+        serving_worker(project, env, tmp_path).stop()
     with private_rabbitmq(project, tls=(*certificates["elsewhere"], certificates["ca"])) as node:
         refused(env_for(node.tls_url, "ca"), "IP address mismatch")

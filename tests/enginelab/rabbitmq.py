@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from enginelab import images
 from enginelab.engine import docker, require_engine
@@ -120,6 +121,11 @@ class RabbitMQCluster:
     @property
     def url(self) -> str:
         return ";".join(self.urls)
+
+    @property
+    def ports(self) -> list[int]:
+        """Each node's AMQP port on 127.0.0.1, in the URL list's order."""
+        return [urlsplit(url).port for url in self.urls]
 
     @property
     def rabbitmqctl(self) -> str:
