@@ -477,7 +477,7 @@ def test_secrets_are_referenced_never_committed(manifests):
     assert "secret.env" in (manifests.dir / ".gitignore").read_text().split()
     dotenv = (manifests.project / ".env").read_text()
     for value in re.findall(r"^\w+_(?:PASSWORD|SECRET_KEY)=(\S+)$", dotenv, re.M):
-        assert value not in "".join(p.read_text() for p in manifests.dir.iterdir())
+        assert value not in "".join(p.read_text() for p in manifests.dir.rglob("*") if p.is_file())
     expected = {"DJANGO_SECRET_KEY", "CELERY_BROKER_URL"}
     if manifests.answers["database"] == "postgresql":
         expected.add("DATABASE_URL")
