@@ -28,7 +28,7 @@ fault_projects, lab_for = test_faults.fault_projects, test_faults.lab_for
 
 SENT, RATE, TASK_SECONDS = 400, 50, 0.1
 # A killed node's supervisor (systemd, Kubernetes) starts it again after this long.
-RESTART_AFTER = 10
+RESTART_AFTER = 20
 
 
 def run_batch(lab, batch: str, fault, heal=None) -> dict:
