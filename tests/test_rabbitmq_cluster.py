@@ -72,21 +72,22 @@ def cluster(fault_projects):
         yield nodes
 
 
-def started_on_the_first_node(lab, cluster):
-    """A worker consuming QUEUE, whose leader is the node the clients use first."""
+def started_on_the_first_node(lab_for, cluster):
+    """(lab, worker): a Lab on the cluster and its worker consuming QUEUE, whose
+    leader is the node the clients use first."""
+    lab = lab_for("rabbitmq", rabbitmq=cluster)
+    lab.cluster = cluster  # run_batch and check_and_report read it
     worker = lab.ready(lab.start_worker())
     leader = cluster.leader("cdc", QUEUE)
     assert leader == cluster.containers[0], f"{QUEUE} is led by {leader}, not by the first node"
-    return worker
+    return lab, worker
 
 
 @pytest.mark.boot
 @pytest.mark.xdist_group("rabbitmq-cluster")
 def test_the_node_leading_the_work_queue_killed_mid_batch(lab_for, cluster):
     started = time.monotonic()
-    lab = lab_for("rabbitmq", rabbitmq=cluster)
-    lab.cluster = cluster
-    worker = started_on_the_first_node(lab, cluster)
+    lab, worker = started_on_the_first_node(lab_for, cluster)
     first = cluster.containers[0]
 
     def kill_then_restart():
@@ -108,9 +109,7 @@ def test_the_node_leading_the_work_queue_killed_mid_batch(lab_for, cluster):
 @pytest.mark.xdist_group("rabbitmq-cluster")
 def test_the_node_leading_the_work_queue_cut_off_from_the_others_mid_batch(lab_for, cluster):
     started = time.monotonic()
-    lab = lab_for("rabbitmq", rabbitmq=cluster)
-    lab.cluster = cluster
-    started_on_the_first_node(lab, cluster)
+    lab, _ = started_on_the_first_node(lab_for, cluster)
     first = cluster.containers[0]
     figures = run_batch(lab, "rmq-partition", lambda: cluster.partition(first), lambda: cluster.heal(first))
     check_and_report(lab, "rmq-partition", "partitioned", figures, started)
