@@ -82,10 +82,6 @@ def check_tls_verification(app_configs, **kwargs):
     """A TLS link whose certificate is not checked can be answered by anyone on
     the path (ops/tls.py). Off only by BROKER_TLS_VERIFY=false, or by a
     rediss:// URL's own ssl_cert_reqs."""
-    links = [
-        ("CELERY_BROKER_URL", "CELERY_BROKER_USE_SSL"),
-        ("CELERY_RESULT_BACKEND", "CELERY_REDIS_BACKEND_USE_SSL"),
-    ]
     return [
         checks.Warning(
             f"{url} is a TLS URL whose server certificate is not verified.",
@@ -93,7 +89,7 @@ def check_tls_verification(app_configs, **kwargs):
             "BROKER_TLS_CA_FILE names the CA of a private certificate.",
             id="ops.W004",
         )
-        for url, options in links
+        for url, options in tls.LINKS
         if isinstance(getattr(settings, url, None), str)
         and tls.unverified(getattr(settings, url), getattr(settings, options, None))
     ]

@@ -19,12 +19,6 @@ from . import tls
 
 ADVICE = "Use a Redis without cluster mode (a primary with replicas, or Sentinel), or RabbitMQ."
 
-# (URL setting, its SSL options setting)
-LINKS = (
-    ("CELERY_BROKER_URL", "CELERY_BROKER_USE_SSL"),
-    ("CELERY_RESULT_BACKEND", "CELERY_REDIS_BACKEND_USE_SSL"),
-)
-
 
 def clustered(url: str, options: dict | None) -> bool | None:
     """Whether the Redis at `url` runs in cluster mode; None when it does not answer
@@ -48,7 +42,7 @@ def clustered(url: str, options: dict | None) -> bool | None:
 def refused() -> list[str]:
     """One message for each setting whose Redis is a cluster."""
     messages = []
-    for setting, options in LINKS:
+    for setting, options in tls.LINKS:
         url = getattr(settings, setting, None)
         if not isinstance(url, str) or tls.scheme(url) not in ("redis", "rediss"):
             continue

@@ -16,6 +16,13 @@ the check off, and `check --deploy` warns about it (ops/checks.py).
 import ssl
 from urllib.parse import parse_qs, urlsplit
 
+# Each setting naming a broker or result backend URL, with the setting of its SSL
+# options: what ops/checks.py and ops/cluster.py look at.
+LINKS = (
+    ("CELERY_BROKER_URL", "CELERY_BROKER_USE_SSL"),
+    ("CELERY_RESULT_BACKEND", "CELERY_REDIS_BACKEND_USE_SSL"),
+)
+
 # ssl_cert_reqs values of a rediss:// URL that do not verify (kombu and redis-py
 # take the names in either spelling): such a URL overrides the settings.
 UNVERIFIED = {"none", "optional", "cert_none", "cert_optional"}
