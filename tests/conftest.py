@@ -2,6 +2,7 @@ import os
 from pathlib import Path
 
 import pytest
+from network import netns_available
 
 from helpers import CACHE, IN_CI, answers_key, project_venv, render
 
@@ -35,6 +36,16 @@ def pytest_terminal_summary(terminalreporter):
             f"FAILED: {len(_skipped_boot_tests)} boot test(s) skipped in CI: " + ", ".join(_skipped_boot_tests),
             red=True,
         )
+
+
+@pytest.fixture
+def namespaces():
+    """Skip where Linux namespaces cannot be made (not root); fail in CI."""
+    reason = netns_available()
+    if reason:
+        if IN_CI:
+            pytest.fail(f"namespaces are unavailable; CI must allow them: {reason}", pytrace=False)
+        pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

@@ -32,11 +32,11 @@ import test_faults
 import tlslab
 import yaml
 from enginelab.rabbitmq import private_rabbitmq
-from network import Host, Link, Network, SilentProxy, netns_available
+from network import Host, Link, Network, SilentProxy
 from test_faults import QUEUE, VARIANTS, WORKER, children, report
 
 import deploy_files
-from helpers import IN_CI, procfile, start, wait_until
+from helpers import procfile, start, wait_until
 
 # The fault tests' fixtures: a project with faultlab, and a Lab around it.
 fault_projects, lab_for = test_faults.fault_projects, test_faults.lab_for
@@ -143,16 +143,6 @@ def silent_connection(lab, variant: str, started: float) -> None:
         assert proxy.accepted > silenced, "the worker never opened a new connection"
     finally:
         proxy.close()
-
-
-@pytest.fixture
-def namespaces():
-    """Skip where Linux namespaces cannot be made (not root); fail in CI."""
-    reason = netns_available()
-    if reason:
-        if IN_CI:
-            pytest.fail(f"namespaces are unavailable; CI must allow them: {reason}", pytrace=False)
-        pytest.skip(reason)
 
 
 # --- A hung main process, against each deployment's liveness check ------------------------
