@@ -69,6 +69,7 @@ KINDS = ("worker", "broker", "link")
 @dataclass
 class Fault:
     at: float  # seconds into the load
+    wall: float  # and its Unix time
     kind: str
     target: str
     heal_at: float
@@ -126,7 +127,7 @@ class Chaos:
             self.net.cut(a, b)
             target, notes = f"{a} to {b}", ["packets dropped both ways"]
         self.down.add(target)
-        fault = Fault(round(self.now(), 1), kind, target, heal_at, notes=notes)
+        fault = Fault(round(self.now(), 1), time.time(), kind, target, heal_at, notes=notes)
         self.faults.append(fault)
         print(f"{fault.at:7.1f} s  {kind}: {target} ({'; '.join(notes)})", flush=True)
         return fault
@@ -268,6 +269,11 @@ def main() -> int:
             chaos.watch()
             figures = lab.stats(BATCH, sent)
             completion_gap = lab.completion_gap(BATCH)
+            # Each fault's own: from just before it (the gap that spans it) to the next.
+            ends = [fault.wall for fault in chaos.faults[1:]] + [time.time()]
+            fault_gaps = [
+                lab.completion_gap(BATCH, f.wall - 1, until) for f, until in zip(chaos.faults, ends, strict=True)
+            ]
             final_state = net.describe()
         finally:
             if chaos:
@@ -297,10 +303,10 @@ def main() -> int:
         f"{figures['absorbed']} | {figures['interrupted']} |"
     )
     say()
-    say("| at | fault | target | what happened |")
-    say("|---|---|---|---|")
-    for fault in chaos.faults:
-        say(f"| {fault.at:.0f} s | {fault.kind} | {fault.target} | {'; '.join(fault.notes)} |")
+    say("| at | fault | target | what happened | longest gap between two completions, to the next fault |")
+    say("|---|---|---|---|---|")
+    for fault, gap in zip(chaos.faults, fault_gaps, strict=True):
+        say(f"| {fault.at:.0f} s | {fault.kind} | {fault.target} | {'; '.join(fault.notes)} | {gap} s |")
     say()
     say("| process | PSS at start (MiB) | PSS at end (MiB) |")
     say("|---|---|---|")

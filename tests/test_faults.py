@@ -142,13 +142,15 @@ class Lab:
         assert sending["accepted"] == count, sending
         return sending
 
-    def completion_gap(self, batch: str) -> float:
-        """The longest time, in seconds, between two recorded keys of the batch."""
+    def completion_gap(self, batch: str, since: float = 0.0, until: float = 1e10) -> float:
+        """The longest time, in seconds, between two recorded keys of the batch,
+        of those recorded between `since` and `until` (Unix times)."""
         gap = self.sql(
             "SELECT coalesce(extract(epoch FROM max(gap)), 0) FROM (SELECT created_at - lag(created_at) "
-            "OVER (ORDER BY created_at) AS gap FROM faultlab_record WHERE key LIKE %s) AS gaps",
-            f"{batch}-%",
-        )
+            "OVER (ORDER BY created_at) AS gap FROM faultlab_record WHERE key LIKE %s "
+            "AND created_at BETWEEN to_timestamp(%s) AND to_timestamp(%s)) AS gaps",
+            f"{batch}-%", since, until,
+        )  # fmt: skip
         return round(float(gap[0][0]), 1)
 
     def sql(self, query: str, *params):
