@@ -22,7 +22,6 @@ survives the node's restart.
 from __future__ import annotations
 
 import contextlib
-import random
 import shutil
 import subprocess
 import uuid
@@ -205,8 +204,11 @@ class ChaosNet:
                     state = client.sentinel_master(MASTER_NAME)
                     if state["num-other-sentinels"] < 2 or state["num-slaves"] < 2:
                         return False
-            with self.redis(self.brokers[[b.address for b in self.brokers].index(self.primary())]) as primary:
-                return primary.info("replication")["connected_slaves"] == 2
+            primary = next((b for b in self.brokers if b.address == self.primary()), None)
+            if primary is None:
+                return False
+            with self.redis(primary) as client:
+                return client.info("replication")["connected_slaves"] == 2
         except Exception:  # noqa: BLE001 - a node still starting
             return False
 
@@ -267,9 +269,6 @@ class ChaosNet:
     def mend(self, a: str, b: str) -> None:
         for rule in self.cuts.pop((a, b)):
             iptables(self.hosts()[b].namespace, "-D", *rule, check=False)
-
-    def random_link(self, rng: random.Random) -> tuple[str, str]:
-        return rng.choice(self.links())
 
     def close(self) -> None:
         for broker in self.brokers:
