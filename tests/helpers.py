@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import itertools
+import json
 import os
 import re
 import secrets
@@ -417,6 +418,14 @@ def http(url: str, *, auth: str | None = None, method: str = "GET", host: str | 
 
 # Debian's `chromium` and `chromium-driver` (.ci/apt-packages).
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+
+
+def flower_queue_lengths(port: int, auth: str) -> dict:
+    """{queue: messages waiting} as Flower's API on `port` reports them, for the
+    queues its workers consume; {} while it cannot tell."""
+    status, body = http(f"http://127.0.0.1:{port}/flower/api/queues/length", auth=auth)
+    queues = json.loads(body).get("active_queues", []) if status == 200 else []
+    return {queue["name"]: queue.get("messages") for queue in queues}
 
 
 def chromium(user_data_dir: Path, *arguments: str):

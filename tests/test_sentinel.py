@@ -33,6 +33,8 @@ import test_faults
 from sentinellab import Sentinels
 from test_faults import report
 
+from helpers import flower_queue_lengths, free_port, wait_for_port, wait_until
+
 fault_projects, lab_for = test_faults.fault_projects, test_faults.lab_for
 
 SENT, RATE, TASK_SECONDS = 500, 100, 0.1
@@ -96,3 +98,36 @@ def test_primary_killed_mid_batch(lab_for, tmp_path, case):
         assert figures["lost"] == 0, f"{figures}\n{state}"
     elif lagging:
         assert figures["lost"] > 0, f"the lag opened no window: nothing acknowledged was lost ({figures})"
+
+
+@pytest.mark.boot
+@pytest.mark.xdist_group("sentinel")
+def test_flower_counts_the_queue_on_whichever_node_is_primary(lab_for, tmp_path):
+    """Flower reads the queues' lengths with a Redis client of its own, which
+    asks the sentinels for the primary (flower.utils.broker.RedisSentinel, with
+    the project's REDIS_SENTINEL options): a backlog it counts before a
+    failover, it counts on the new primary after it."""
+    sentinels = Sentinels(tmp_path / "sentinels")
+    try:
+        sentinels.start()
+        lab = lab_for("redis", sentinels=sentinels)
+        port, auth = free_port(), "flower:flower-sentinel-password"
+        lab.env |= {"FLOWER_PORT": str(port), "FLOWER_DB": str(tmp_path / "flower.db")}
+        lab.env |= dict(zip(("FLOWER_USER", "FLOWER_PASSWORD"), auth.split(":"), strict=True))
+        lab.ready(lab.start_worker())
+        flower = lab.start_worker("flower")
+        wait_for_port(port, timeout=60, proc=flower.proc)
+        # A backlog of a minute: 4 pool processes, 2 s a task.
+        lab.send("flower-backlog", 120, seconds=2)
+
+        def counted() -> int:
+            return flower_queue_lengths(port, auth).get("default") or 0
+
+        assert wait_until(counted, timeout=60), (flower_queue_lengths(port, auth), flower.output()[-3000:])
+        sentinels.kill_primary()
+        sentinels.wait_failover()
+        # The backlog is still there, on the promoted replica.
+        assert lab.recorded("flower-backlog") < 100
+        assert wait_until(counted, timeout=30), (flower_queue_lengths(port, auth), flower.output()[-3000:])
+    finally:
+        sentinels.stop()

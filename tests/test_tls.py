@@ -17,7 +17,6 @@ the broker and the result backend both go through TLS:
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from pathlib import Path
@@ -26,7 +25,16 @@ import pytest
 import tlslab
 from enginelab.rabbitmq import private_rabbitmq
 
-from helpers import PrivateRedis, free_port, http, project_env, run, start, wait_for_port, wait_until
+from helpers import (
+    PrivateRedis,
+    flower_queue_lengths,
+    free_port,
+    project_env,
+    run,
+    start,
+    wait_for_port,
+    wait_until,
+)
 
 ANSWERS = {"database": "sqlite", "result_backend": "redis", "use_flower": True}
 
@@ -112,13 +120,10 @@ def test_the_ca_file_verifies_the_broker_and_the_result_backend(project, venv, r
         flower = start("flower", ["celery", "-A", "config", "flower"], project, flower_env, tmp_path / "logs")
         try:
             wait_for_port(port, timeout=60, proc=flower.proc)
-            url = f"http://127.0.0.1:{port}/flower/api/queues/length"
             credentials = f"{env['FLOWER_USER']}:{env['FLOWER_PASSWORD']}"
 
             def lengths() -> dict:
-                status, body = http(url, auth=credentials)
-                queues = json.loads(body).get("active_queues", []) if status == 200 else []
-                return {queue["name"]: queue.get("messages") for queue in queues}
+                return flower_queue_lengths(port, credentials)
 
             assert wait_until(lambda: "default" in lengths(), timeout=60), (lengths(), flower.output()[-3000:])
             assert "Unable to get queues" not in flower.output(), flower.output()[-3000:]
