@@ -29,6 +29,11 @@ fault_projects, lab_for = test_faults.fault_projects, test_faults.lab_for
 SENT, RATE, TASK_SECONDS = 400, 50, 0.1
 # A killed node's supervisor (systemd, Kubernetes) starts it again after this long.
 RESTART_AFTER = 20
+# The web's /healthz/ view, called in the project: its status code.
+HEALTHZ = (
+    "from django.test import RequestFactory; from ops.views import healthz; "
+    "print(healthz(RequestFactory().get('/healthz/')).status_code)"
+)
 
 
 def run_batch(lab, batch: str, fault, heal=None) -> dict:
@@ -90,13 +95,21 @@ def test_the_node_leading_the_work_queue_killed_mid_batch(lab_for, cluster):
     lab, worker = started_on_the_first_node(lab_for, cluster)
     first = cluster.containers[0]
 
+    readiness = []
+
     def kill_then_restart():
         cluster.kill(first)
-        time.sleep(RESTART_AFTER)
+        killed = time.monotonic()
+        # The web's readiness (/healthz/) while the first node of its list is dead.
+        readiness.append(lab.manage("shell", "-c", HEALTHZ, check=False))
+        time.sleep(max(0.0, RESTART_AFTER - (time.monotonic() - killed)))
         cluster.restart(first)
 
     figures = run_batch(lab, "rmq-leader-kill", kill_then_restart)
     check_and_report(lab, "rmq-leader-kill", "SIGKILL", figures, started)
+    # The other nodes of the list answer: the web stays ready.
+    (probe,) = readiness
+    assert probe.stdout.strip().endswith("200"), probe.stdout + probe.stderr
     # Publishing moved to another node of the URL list, rather than waiting for
     # the dead one to come back. (The worker moves too, but then waits for it:
     # docs/reliability.md, "What the fault tests found".)

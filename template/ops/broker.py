@@ -15,11 +15,15 @@ REPLY_QUEUE_OPTIONS = {
 
 
 def ensure_broker(timeout: float = 2.0) -> None:
-    """Connect to the broker once, or raise kombu.exceptions.OperationalError.
+    """Connect to the broker, or raise kombu.exceptions.OperationalError.
 
-    One attempt, no retry: a request or a probe behind a partition answers 503
-    within seconds. On Redis, BROKER_SILENCE_LIMITS' socket_connect_timeout
-    bounds the attempt (the transport ignores `connect_timeout`).
+    One attempt at each node of a failover list (`amqp://a;amqp://b;...`), in
+    turn, without a pause: one node down leaves the broker reachable, and a
+    request or a probe behind a partition answers 503 within seconds (the
+    `timeout` of each attempt). On Redis, BROKER_SILENCE_LIMITS'
+    socket_connect_timeout bounds an attempt (the transport ignores
+    `connect_timeout`); sentinel:// asks every sentinel in each attempt.
     """
     with app.connection_for_write(connect_timeout=timeout) as connection:
-        connection.ensure_connection(max_retries=0, interval_start=0, timeout=timeout)
+        nodes = len(connection.alt) or 1  # kombu moves to the next after each failure
+        connection.ensure_connection(max_retries=nodes - 1, interval_start=0, timeout=timeout * nodes)
