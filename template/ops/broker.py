@@ -26,4 +26,6 @@ def ensure_broker(timeout: float = 2.0) -> None:
     """
     with app.connection_for_write(connect_timeout=timeout) as connection:
         nodes = len(connection.alt) or 1  # kombu moves to the next after each failure
-        connection.ensure_connection(max_retries=nodes - 1, interval_start=0, timeout=timeout * nodes)
+        connection.ensure_connection(
+            max_retries=nodes - 1, interval_start=0, timeout=timeout * nodes
+        )
