@@ -60,6 +60,27 @@ def test_healthz_reports_a_broker_outage(client):
     assert response.json()["checks"]["broker"] == "unavailable"
 
 
+def test_the_broker_check_tries_each_node_of_a_failover_list_once(monkeypatch):
+    """One node down must not make /healthz/ fail: ensure_broker() goes on to the
+    next node of a failover list (`;`), without a pause, and gives up after the last."""
+    from kombu import Connection
+
+    from ops.broker import ensure_broker
+
+    nodes = ["node-1", "node-2", "node-3"]
+    monkeypatch.setenv("CELERY_BROKER_WRITE_URL", ";".join(f"memory://{node}//" for node in nodes))
+    tried = []
+
+    def refuse(connection):
+        tried.append(connection.hostname)
+        raise connection.recoverable_connection_errors[0]("refused")
+
+    monkeypatch.setattr(Connection, "_establish_connection", refuse)
+    with pytest.raises(OperationalError):
+        ensure_broker()
+    assert tried == nodes
+
+
 def test_a_503_does_not_mail_the_admins_but_a_500_does(client, mailoutbox, settings):
     settings.ADMINS = [("Ops", "ops@example.com")]
     with mock.patch("ops.views.ensure_broker", side_effect=OperationalError("refused")):
