@@ -67,7 +67,10 @@ def check_and_report(lab, batch: str, fault: str, figures: dict, started: float)
     )
     report(f"RabbitMQ cluster: leader node {fault} mid-batch", "rabbitmq cluster", figures, notes, started)
     print(notes, figures)
-    assert figures["lost"] == 0, f"{figures}\n{lab.diagnosis(batch, SENT)}"
+    # On a failure: what the worker did last, and each node's view of the queue and its consumers.
+    assert figures["lost"] == 0, (
+        f"{figures}\n{lab.diagnosis(batch, SENT)}\n{lab.workers[-1].output()[-3000:]}\n{lab.cluster.describe('cdc')}"
+    )
     assert figures["duplicates"] <= figures["absorbed"] + figures["interrupted"], figures
 
 

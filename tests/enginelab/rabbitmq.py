@@ -155,6 +155,21 @@ class RabbitMQCluster:
             return 0
         return len(json.loads(status.stdout).get("running_nodes", []))
 
+    def describe(self, vhost: str) -> str:
+        """For a failure's message: each node's view of the queues (leader,
+        members, consumers, ready messages), its consumers, and its last log lines."""
+        lines = []
+        for container in self.containers:
+            for args in (
+                ["list_queues", "-p", vhost, "name", "leader", "members", "online", "consumers", "messages_ready"],
+                ["list_consumers", "-p", vhost, "queue_name", "channel_pid", "ack_required", "active"],
+            ):
+                listed = self.ctl(container, "-q", "--timeout", "10", *args, check=False)
+                lines.append(f"{container}: {' '.join(args[:1])}:\n{listed.stdout}{listed.stderr}")
+            logs = docker("logs", "--tail", "40", container, check=False)
+            lines.append(f"{container}: log:\n{logs.stdout[-6000:]}{logs.stderr[-6000:]}")
+        return "\n".join(lines)
+
     def kill(self, container: str) -> None:
         docker("kill", container)
 
