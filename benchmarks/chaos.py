@@ -46,6 +46,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,7 +56,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from chaoslab import ChaosNet  # noqa: E402
 from network import netns_available  # noqa: E402
-from soak import memory  # noqa: E402
+from soak import memory, memory_table  # noqa: E402
 from test_faults import FAULT_APP, MAX_COUNTDOWN, QUEUE, VARIANTS, WORKER, Lab, last_json  # noqa: E402
 
 from helpers import CACHE, Service, postgres_database, procfile, project_env, project_venv, render, run, start  # noqa: E402
@@ -73,6 +74,7 @@ class Fault:
     kind: str
     target: str
     heal_at: float
+    undo: Callable[[], str]  # heals the fault; says how
     healed: bool = False
     notes: list[str] = field(default_factory=list)
 
@@ -100,7 +102,7 @@ class Chaos:
         command = procfile(self.lab.project)[WORKER]
         host = self.net.worker_hosts[number]
         argv = host.command(hostname, ["sh", "-c", f"exec {command}"])
-        return start(f"{hostname}", argv, self.lab.project, self.worker_env, self.lab.logdir)
+        return start(hostname, argv, self.lab.project, self.worker_env, self.lab.logdir)
 
     def inject(self) -> Fault:
         if not self.bag:
@@ -112,6 +114,11 @@ class Chaos:
             number = self.rng.randrange(len(self.workers))
             self.workers[number].kill()
             target, notes = f"worker-{number + 1}", ["SIGKILL, with its pool"]
+
+            def undo() -> str:
+                self.workers[number] = self.start_worker(number)
+                return "started again"
+
         elif kind == "broker":
             broker = self.rng.choice(self.net.brokers)
             primary = self.net.primary()
@@ -122,28 +129,28 @@ class Chaos:
                 self.failover = (primary, time.monotonic())
             else:
                 notes = ["a replica: redis-server and sentinel SIGKILLed"]
+
+            def undo() -> str:
+                broker.start()
+                return "started again"
+
         else:
             a, b = self.rng.choice(self.net.links())
             self.net.cut(a, b)
             target, notes = f"{a} to {b}", ["packets dropped both ways"]
+
+            def undo() -> str:
+                self.net.mend(a, b)
+                return "mended"
+
         self.down.add(target)
-        fault = Fault(round(self.now(), 1), time.time(), kind, target, heal_at, notes=notes)
+        fault = Fault(round(self.now(), 1), time.time(), kind, target, heal_at, undo, notes=notes)
         self.faults.append(fault)
         print(f"{fault.at:7.1f} s  {kind}: {target} ({'; '.join(notes)})", flush=True)
         return fault
 
     def heal(self, fault: Fault) -> None:
-        if fault.kind == "worker":
-            number = int(fault.target.rpartition("-")[2]) - 1
-            self.workers[number] = self.start_worker(number)
-            fault.notes.append(f"started again after {self.now() - fault.at:.0f} s")
-        elif fault.kind == "broker":
-            broker = next(b for b in self.net.brokers if b.name == fault.target)
-            broker.start()
-            fault.notes.append(f"started again after {self.now() - fault.at:.0f} s")
-        else:
-            self.net.mend(*fault.target.split(" to "))
-            fault.notes.append(f"mended after {self.now() - fault.at:.0f} s")
+        fault.notes.append(f"{fault.undo()} after {self.now() - fault.at:.0f} s")
         self.down.discard(fault.target)
         fault.healed = True
         print(f"{self.now():7.1f} s  healed {fault.target}", flush=True)
@@ -308,13 +315,8 @@ def main() -> int:
     for fault, gap in zip(chaos.faults, fault_gaps, strict=True):
         say(f"| {fault.at:.0f} s | {fault.kind} | {fault.target} | {'; '.join(fault.notes)} | {gap} s |")
     say()
-    say("| process | PSS at start (MiB) | PSS at end (MiB) |")
-    say("|---|---|---|")
-    at_start, at_end = memory_at.get("start", {}), memory_at.get("end", {})
-    for name in sorted(at_start.keys() | at_end.keys()):
-        start_mib = f"{at_start[name] / 1024:.1f}" if name in at_start else "—"
-        end_mib = f"{at_end[name] / 1024:.1f}" if name in at_end else "—"
-        say(f"| {name} | {start_mib} | {end_mib} |")
+    for row in memory_table(memory_at):
+        say(row)
     say()
     say(
         "Start: 10 s into the load; end: 10 s before it ended. A process killed by a fault and started "

@@ -98,6 +98,18 @@ def memory(processes: dict[str, int]) -> dict[str, int]:
     return figures
 
 
+def memory_table(memory_at: dict[str, dict[str, int]]) -> list[str]:
+    """The Markdown table of two memory() snapshots, "start" and "end": a row a
+    process, "—" where it was not running."""
+    at_start, at_end = memory_at.get("start", {}), memory_at.get("end", {})
+    rows = ["| process | PSS at start (MiB) | PSS at end (MiB) |", "|---|---|---|"]
+    for name in sorted(at_start.keys() | at_end.keys()):
+        start_mib = f"{at_start[name] / 1024:.1f}" if name in at_start else "—"
+        end_mib = f"{at_end[name] / 1024:.1f}" if name in at_end else "—"
+        rows.append(f"| {name} | {start_mib} | {end_mib} |")
+    return rows
+
+
 @dataclass
 class Soak(Lab):
     """The fault tests' Lab (faultlab's counts), with numbered workers and a paced sender."""
@@ -237,13 +249,8 @@ def main() -> int:
     say()
     say("Backlog (messages waiting in the queue), every 30 s: " + ", ".join(f"{m} min: {n}" for m, n in backlog))
     say()
-    say("| process | PSS at start (MiB) | PSS at end (MiB) |")
-    say("|---|---|---|")
-    at_start, at_end = memory_at.get("start", {}), memory_at.get("end", {})
-    for name in sorted(at_start.keys() | at_end.keys()):
-        start_mib = f"{at_start[name] / 1024:.1f}" if name in at_start else "—"
-        end_mib = f"{at_end[name] / 1024:.1f}" if name in at_end else "—"
-        say(f"| {name} | {start_mib} | {end_mib} |")
+    for row in memory_table(memory_at):
+        say(row)
     say()
     say(
         "Start: 10 s into the load; end: 10 s before it ended. Worker 1 at the end is the restarted "

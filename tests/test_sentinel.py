@@ -111,9 +111,10 @@ def test_flower_counts_the_queue_on_whichever_node_is_primary(lab_for, tmp_path)
     try:
         sentinels.start()
         lab = lab_for("redis", sentinels=sentinels)
-        port, auth = free_port(), "flower:flower-sentinel-password"
+        port, user, password = free_port(), "flower", "flower-sentinel-password"
+        auth = f"{user}:{password}"
         lab.env |= {"FLOWER_PORT": str(port), "FLOWER_DB": str(tmp_path / "flower.db")}
-        lab.env |= dict(zip(("FLOWER_USER", "FLOWER_PASSWORD"), auth.split(":"), strict=True))
+        lab.env |= {"FLOWER_USER": user, "FLOWER_PASSWORD": password}
         lab.ready(lab.start_worker())
         flower = lab.start_worker("flower")
         wait_for_port(port, timeout=60, proc=flower.proc)

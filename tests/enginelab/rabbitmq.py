@@ -165,7 +165,7 @@ class RabbitMQCluster:
                 ["list_consumers", "-p", vhost, "queue_name", "channel_pid", "ack_required", "active"],
             ):
                 listed = self.ctl(container, "-q", "--timeout", "10", *args, check=False)
-                lines.append(f"{container}: {' '.join(args[:1])}:\n{listed.stdout}{listed.stderr}")
+                lines.append(f"{container}: {args[0]}:\n{listed.stdout}{listed.stderr}")
             logs = docker("logs", "--tail", "40", container, check=False)
             lines.append(f"{container}: log:\n{logs.stdout[-6000:]}{logs.stderr[-6000:]}")
         return "\n".join(lines)
