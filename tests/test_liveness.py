@@ -8,6 +8,7 @@ with the network faults of tests/network.py:
   connections still pass;
 - hosts on one machine: worker hosts in network namespaces of their own, each
   with its own host name, cut from the broker and the database mid-batch;
+- a consumer RabbitMQ stops feeding, its connection alive (ops/stall.py);
 - a hung worker main process (SIGSTOP), against each deployment's liveness check.
 
 Every test prints its detection and recovery times and writes a row of the
@@ -143,6 +144,51 @@ def silent_connection(lab, variant: str, started: float) -> None:
         assert proxy.accepted > silenced, "the worker never opened a new connection"
     finally:
         proxy.close()
+
+
+@pytest.mark.boot
+@pytest.mark.xdist_group("liveness-unfed-rabbitmq")
+def test_a_consumer_rabbitmq_stops_feeding_is_reconnected(lab_for, fault_projects):
+    """(5) Mid-batch, RabbitMQ stops delivering to the worker's consumer while its
+    connection stays alive, heartbeats and all: what a partition test once left
+    behind after the heal (docs/reliability.md). Here the node suspends the
+    consumer's channel process, a stand-in for that state. The worker's
+    ops/stall.py notices ready messages that never arrive within 60 s,
+    reconnects, and the batch drains: none lost, duplicates absorbed, the same
+    worker process serving."""
+    started = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        node = stack.enter_context(private_rabbitmq(fault_projects("rabbitmq")[0]))
+        lab = lab_for("rabbitmq", rabbitmq=node)
+        stack.callback(lab.stop_all)  # the worker before its broker
+        worker = lab.ready(lab.start_worker())
+        sent, batch = 300, "unfed"
+        lab.send(batch, sent, seconds=0.1)
+        assert lab.wait_recorded(batch, 20, timeout=60) >= 20
+        mark = len(worker.output())
+        answer = node.suspend_consumers("cdc", QUEUE)
+        cut_at = time.monotonic()
+        done_at_cut = lab.recorded(batch)
+        assert answer == "[ok]", f"one consumer of {QUEUE} to suspend, not {answer}"
+        worker.wait_for_log(r"Consumer stalled: \d+ in default", timeout=DETECTION_BOUND + 40, start=mark)
+        detected = time.monotonic() - cut_at
+        done = lab.wait_drained(batch, sent, timeout=120)
+        recovered = time.monotonic() - cut_at
+        figures = lab.stats(batch, sent)
+        timing = f"noticed in {detected:.0f} s, batch done {recovered:.0f} s after"
+        print(f"unfed consumer after {done_at_cut} recorded; {timing}; {figures}")
+        report(
+            "13 consumer unfed, connection alive, mid-batch",
+            f"rabbitmq {node.version}",
+            figures,
+            f"channel suspended after {done_at_cut} recorded; {timing}",
+            started,
+        )
+        # Three checks 20 s apart from the last delivery (ops/stall.py), and this test's polling.
+        assert detected <= DETECTION_BOUND + 10, f"noticed after {detected:.0f} s"
+        assert done == sent and figures["lost"] == 0, f"{figures}\n{lab.diagnosis(batch, sent)}"
+        assert figures["duplicates"] <= figures["absorbed"] + figures["interrupted"], figures
+        assert worker.proc.poll() is None, "the worker exited instead of reconnecting"
 
 
 # --- A hung main process, against each deployment's liveness check ------------------------

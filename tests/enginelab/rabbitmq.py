@@ -34,6 +34,17 @@ class PrivateRabbitMQ:
         """The command line that reaches this node's rabbitmqctl from the host."""
         return f"docker exec --user rabbitmq {self.container} rabbitmqctl"
 
+    def suspend_consumers(self, vhost: str, queue: str) -> str:
+        """Stop RabbitMQ feeding the consumers of `queue`, leaving their connections
+        alive: the node suspends their channel processes (sys:suspend), so what it
+        delivers waits in their mailboxes and heartbeats go on. Returns what the
+        node answered: the list of `ok`s, one per consumer."""
+        expression = (
+            f"[sys:suspend(proplists:get_value(channel_pid, C)) || C <- rabbit_amqqueue:consumers_all(<<\"{vhost}\">>),"
+            f" element(4, proplists:get_value(queue_name, C)) =:= <<\"{queue}\">>]."
+        )
+        return docker("exec", "--user", "rabbitmq", self.container, "rabbitmqctl", "eval", expression).stdout.strip()
+
 
 # A TLS listener as https://www.rabbitmq.com/docs/ssl describes it; clients are
 # not asked for certificates of their own.
