@@ -80,7 +80,7 @@ class StalledConsumer(bootsteps.StartStopStep):
                 "Consumer stalled: %s ready on the broker, and none delivered to this idle "
                 "worker for %.0f s; reconnecting",
                 ", ".join(f"{count} in {name}" for name, count in sorted(ready.items())),
-                INTERVAL,
+                2 * INTERVAL,  # none since the check before the last one
             )
             # A connection error propagates out of the event loop's timers (Celery's
             # asynloop sets the hub's propagate_errors), and the consumer restarts.
