@@ -56,11 +56,11 @@ class StalledConsumer(bootsteps.StartStopStep):
     def __init__(self, parent, **kwargs):
         super().__init__(parent, **kwargs)
         self.timer = None
-        self.suspect = {}  # the ready counts the last check found, if it found any
+        self.suspect = False  # the last check found ready messages
         self.received = received
 
     def start(self, c):
-        self.suspect, self.received = {}, received
+        self.suspect, self.received = False, received
         self.timer = c.timer.call_repeatedly(INTERVAL, self.check, (c,))
 
     def stop(self, c):
@@ -72,7 +72,7 @@ class StalledConsumer(bootsteps.StartStopStep):
         """Called from the consumer's event loop, every INTERVAL seconds."""
         fed, self.received = received != self.received, received
         if fed or state.active_requests or state.reserved_requests:
-            self.suspect = {}
+            self.suspect = False
             return
         ready = self.ready(c)
         if ready and self.suspect:
@@ -85,7 +85,7 @@ class StalledConsumer(bootsteps.StartStopStep):
             # A connection error propagates out of the event loop's timers (Celery's
             # asynloop sets the hub's propagate_errors), and the consumer restarts.
             raise ConsumerStalled("consumer stalled: ready messages never delivered")
-        self.suspect = ready
+        self.suspect = bool(ready)
 
     @staticmethod
     def ready(c) -> dict:
