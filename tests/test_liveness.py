@@ -149,7 +149,7 @@ def silent_connection(lab, variant: str, started: float) -> None:
 @pytest.mark.boot
 @pytest.mark.xdist_group("liveness-unfed-rabbitmq")
 def test_a_consumer_rabbitmq_stops_feeding_is_reconnected(lab_for, fault_projects):
-    """(5) Mid-batch, RabbitMQ stops delivering to the worker's consumer while its
+    """Fault 13. Mid-batch, RabbitMQ stops delivering to the worker's consumer while its
     connection stays alive, heartbeats and all: what a partition test once left
     behind after the heal (docs/reliability.md). Here the node suspends the
     consumer's channel process, a stand-in for that state. The worker's

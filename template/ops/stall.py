@@ -56,10 +56,10 @@ class StalledConsumer(bootsteps.StartStopStep):
     def __init__(self, parent, **kwargs):
         super().__init__(parent, **kwargs)
         self.timer = None
-        self.suspect = False  # the last check found ready messages
-        self.received = received
 
     def start(self, c):
+        # Anew on each (re)connection: whether the last check found ready
+        # messages, and the receipts counted by then.
         self.suspect, self.received = False, received
         self.timer = c.timer.call_repeatedly(INTERVAL, self.check, (c,))
 
@@ -90,7 +90,7 @@ class StalledConsumer(bootsteps.StartStopStep):
     @staticmethod
     def ready(c) -> dict:
         """{queue: ready messages} of the queues the worker consumes, with any."""
-        consumer = getattr(c, "task_consumer", None)
+        consumer = c.task_consumer  # None once the Tasks step has shut down
         if consumer is None:
             return {}
         counts = {}
