@@ -202,8 +202,10 @@ def test_prometheus_reads_what_was_sent(broker, rendered, venv, tmp_path):
                 failed = f'sum(celery_task_failed_total{{name="{RENDER}"}})'
                 dead = f'sum(celery_task_dead_lettered_total{{name="{RENDER}"}})'
                 done = wait_until(
-                    lambda: (prom.value(succeeded), prom.value(depth), prom.value(failed), prom.value(dead))
-                    == (SENT, 0, 1, 1),
+                    lambda: (
+                        (prom.value(succeeded), prom.value(depth), prom.value(failed), prom.value(dead))
+                        == (SENT, 0, 1, 1)
+                    ),
                     timeout=120,
                 )
                 prom.scrape_once_more()

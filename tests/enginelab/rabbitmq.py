@@ -40,8 +40,8 @@ class PrivateRabbitMQ:
         delivers waits in their mailboxes and heartbeats go on. Returns what the
         node answered: the list of `ok`s, one per consumer."""
         expression = (
-            f"[sys:suspend(proplists:get_value(channel_pid, C)) || C <- rabbit_amqqueue:consumers_all(<<\"{vhost}\">>),"
-            f" element(4, proplists:get_value(queue_name, C)) =:= <<\"{queue}\">>]."
+            f'[sys:suspend(proplists:get_value(channel_pid, C)) || C <- rabbit_amqqueue:consumers_all(<<"{vhost}">>),'
+            f' element(4, proplists:get_value(queue_name, C)) =:= <<"{queue}">>].'
         )
         return docker("exec", "--user", "rabbitmq", self.container, "rabbitmqctl", "eval", expression).stdout.strip()
 
